@@ -1,0 +1,107 @@
+"""AdapterConfig: everything that defines one adapter, as plain validated values.
+
+LoRA, DyLoRA and MatryoshkaLoRA share one layer; only the fixed vector P differs
+(see p_schedule.py). Invalid values raise ValueError naming the field.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+METHODS = ("lora", "dylora", "matryoshka")
+SCALINGS = ("none", "rank", "sqrt")
+# Nested-sum weightings of Matryoshka's P (p_schedule.SCHEDULES holds the math).
+P_SCHEDULES = ("diag", "binary", "geometric")
+
+# Llama/Qwen/Mistral projection names: the paper adapts all seven.
+LLAMA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def powers_of_two_upto(rank: int) -> tuple[int, ...]:
+    """Default train/eval ranks: 1, 2, 4, ... <= rank (rank itself included)."""
+    ranks, k = [], 1
+    while k <= rank:
+        ranks.append(k)
+        k *= 2
+    if ranks[-1] != rank:
+        ranks.append(rank)
+    return tuple(ranks)
+
+
+@dataclass(frozen=True)
+class AdapterConfig:
+    method: str = "matryoshka"          # lora | dylora | matryoshka
+    rank: int = 16                      # max rank r
+    train_ranks: tuple[int, ...] | None = None  # R; default powers of two <= r
+    eval_ranks: tuple[int, ...] | None = None   # E; default powers of two <= r
+    scaling: str = "sqrt"               # s(t): none -> 1, rank -> alpha/t, sqrt -> alpha/sqrt(t)
+    alpha: float = 1.0
+    p_schedule: str = "diag"            # matryoshka only: diag | binary | geometric
+    target_modules: tuple[str, ...] | str = LLAMA_TARGETS  # str = regex full match; "all-linear"
+    exclude_modules: tuple[str, ...] = ()
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        def fix(name: str, value: Any) -> None:
+            object.__setattr__(self, name, value)
+
+        if self.method not in METHODS:
+            raise ValueError(f"method: unknown method {self.method!r}; choose one of {METHODS}")
+        if isinstance(self.rank, bool) or not isinstance(self.rank, int) or self.rank <= 0:
+            raise ValueError(f"rank: must be a positive integer, got {self.rank!r}")
+        if self.scaling not in SCALINGS:
+            raise ValueError(f"scaling: unknown scaling {self.scaling!r}; choose one of {SCALINGS}")
+        if self.p_schedule not in P_SCHEDULES:
+            raise ValueError(f"p_schedule: unknown schedule {self.p_schedule!r}; choose one of {P_SCHEDULES}")
+        if not (self.alpha > 0):
+            raise ValueError(f"alpha: must be > 0, got {self.alpha!r}")
+        if not (0.0 <= self.dropout < 1.0):
+            raise ValueError(f"dropout: must be in [0, 1), got {self.dropout!r}")
+        for name in ("train_ranks", "eval_ranks"):
+            ranks = getattr(self, name)
+            if ranks is None:
+                fix(name, powers_of_two_upto(self.rank))
+                continue
+            ranks = tuple(sorted(set(ranks)))
+            if not ranks:
+                raise ValueError(f"{name}: must not be empty")
+            bad = [k for k in ranks if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= self.rank]
+            if bad:
+                raise ValueError(f"{name}: ranks must be integers in [1, rank={self.rank}], got {bad}")
+            fix(name, ranks)
+        if isinstance(self.target_modules, list):
+            fix("target_modules", tuple(self.target_modules))
+        if not self.target_modules:
+            raise ValueError("target_modules: must name at least one module")
+        fix("exclude_modules", tuple(self.exclude_modules))
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        for k, v in out.items():
+            if isinstance(v, tuple):
+                out[k] = list(v)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "AdapterConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"adapter config: unknown keys {unknown}")
+        data = dict(data)
+        for k in ("train_ranks", "eval_ranks", "exclude_modules"):
+            if data.get(k) is not None:
+                data[k] = tuple(data[k])
+        if isinstance(data.get("target_modules"), list):
+            data["target_modules"] = tuple(data["target_modules"])
+        return cls(**data)
+
+    def truncated(self, rank: int) -> "AdapterConfig":
+        """The config of this adapter cut to its first `rank` components."""
+        keep = lambda ks: tuple(k for k in ks if k <= rank) or (rank,)  # noqa: E731
+        return dataclasses.replace(self, rank=rank, train_ranks=keep(self.train_ranks),
+                                   eval_ranks=keep(self.eval_ranks))
+
+
+__all__ = ["AdapterConfig", "METHODS", "SCALINGS", "P_SCHEDULES", "LLAMA_TARGETS", "powers_of_two_upto"]
