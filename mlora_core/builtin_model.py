@@ -1,0 +1,190 @@
+"""`builtin:tiny`: a small Llama the project pre-trains itself, cached on disk.
+
+No model can be downloaded on the machines this runs on, so the default experiment brings its
+own base model: a real `LlamaForCausalLM`, pre-trained for about two minutes on a synthetic
+corpus (synthetic.pretrain_texts: shop problems whose prices are *given* in the question),
+then saved with `save_pretrained` so the normal `from_pretrained` path loads it. Fine-tuning
+(synthetic.make_examples) asks for prices that are *not* given: a new skill for the adapter.
+
+    path = ensure_builtin_model("tiny")           # builds once (~2 min), then cached
+    model = AutoModelForCausalLM.from_pretrained(path)
+    tok = AutoTokenizer.from_pretrained(path)
+
+Cache: <cache_dir>/builtin-<name>-<hash of recipe + CODE_VERSION>/, built in a temp folder
+and renamed into place (a killed build leaves nothing loadable), under a file lock (two
+processes asking at once build it once).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import random
+import shutil
+import string
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+from . import synthetic
+
+CODE_VERSION = "1"   # bump when the code below changes what gets built
+
+RECIPES: dict[str, dict] = {
+    "tiny": dict(
+        # architecture (LlamaConfig); params ~ 4 layers * (4*128*128 + 3*128*384) + 231*128 ~ 0.9M
+        hidden_size=128,
+        intermediate_size=384,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=256,
+        tie_word_embeddings=True,
+        # pre-training
+        corpus="synthetic.pretrain_texts: shop problems, 2-3 items, prices stated (10..49)",
+        steps=600,
+        batch_size=32,
+        lr=3e-3,
+        warmup_steps=30,
+        weight_decay=0.0,
+        seed=1234,
+    ),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# tokenizer: one token per known word, per digit, per space and per punctuation mark;
+# unknown letter-words fall back to single letters (WordPiece "##" pieces), so any CHARSET
+# text round-trips exactly. Spaces are their own tokens, so tok(prompt) + tok(answer) ==
+# tok(prompt + answer) for our prompts (no merge across the "Answer: " boundary).
+SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
+
+
+def _vocab() -> list[str]:
+    chars = sorted(set(synthetic.CHARSET))
+    pieces = ["##" + c for c in string.ascii_letters]
+    return list(dict.fromkeys(SPECIALS + chars + pieces + synthetic.words()))
+
+
+def build_tokenizer():
+    """A PreTrainedTokenizerFast built in code (no files, no training)."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {w: i for i, w in enumerate(_vocab())}
+    tok = Tokenizer(models.WordPiece(vocab, unk_token="<unk>", max_input_chars_per_word=100))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"[A-Za-z]+|[^A-Za-z]"), behavior="isolated")
+    tok.decoder = decoders.Sequence([decoders.Replace("##", ""), decoders.Fuse()])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
+                                   pad_token="<pad>", unk_token="<unk>", padding_side="left")
+
+
+# ---------------------------------------------------------------------------------------------
+# pre-training
+def _model_config(recipe: dict, tokenizer):
+    from transformers import LlamaConfig
+
+    arch = {k: recipe[k] for k in ("hidden_size", "intermediate_size", "num_hidden_layers",
+                                   "num_attention_heads", "num_key_value_heads",
+                                   "max_position_embeddings", "tie_word_embeddings")}
+    return LlamaConfig(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+                       eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                       **arch)
+
+
+def pretrain(recipe: dict, log: Callable[[str], None] = print):
+    """Train a fresh LlamaForCausalLM on the synthetic corpus; returns (model, tokenizer, stats)."""
+    import torch
+    from transformers import LlamaForCausalLM
+
+    torch.manual_seed(recipe["seed"])
+    tokenizer = build_tokenizer()
+    model = LlamaForCausalLM(_model_config(recipe, tokenizer))
+    steps, bs = recipe["steps"], recipe["batch_size"]
+    # one fresh line per example: steps * bs lines (600 * 32 = 19,200), each ~80 tokens
+    texts = synthetic.pretrain_texts(steps * bs, seed=recipe["seed"])
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    enc = [ids + [eos] for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    opt = torch.optim.AdamW(model.parameters(), lr=recipe["lr"], betas=(0.9, 0.98),
+                            weight_decay=recipe["weight_decay"])
+    warm = recipe["warmup_steps"]
+    sched = torch.optim.lr_scheduler.LambdaLR(   # linear warm-up, cosine decay to 10%
+        opt, lambda s: min(1.0, (s + 1) / warm) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * s / steps))))
+    model.train()
+    t0, ema = time.time(), None
+    for step in range(steps):
+        rows = enc[step * bs:(step + 1) * bs]
+        width = max(map(len, rows))
+        ids = torch.full((bs, width), pad)
+        for i, r in enumerate(rows):      # right padding; pads are ignored by the loss
+            ids[i, :len(r)] = torch.tensor(r)
+        labels = ids.masked_fill(ids == pad, -100)
+        loss = model(input_ids=ids, attention_mask=(ids != pad).long(), labels=labels).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        ema = loss.item() if ema is None else 0.95 * ema + 0.05 * loss.item()
+        if step % 100 == 0 or step == steps - 1:
+            log(f"builtin pretrain step {step + 1}/{steps} loss {ema:.3f} ({time.time() - t0:.0f}s)")
+    model.eval()
+    return model, tokenizer, {"final_loss": ema, "seconds": time.time() - t0}
+
+
+# ---------------------------------------------------------------------------------------------
+# cache
+def recipe_hash(name: str) -> str:
+    blob = json.dumps({"name": name, "recipe": RECIPES[name], "code": CODE_VERSION,
+                       "vocab": _vocab()}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("MLORA_CACHE") or Path.home() / ".cache" / "mlora")
+
+
+def ensure_builtin_model(name: str = "tiny", cache_dir: str | Path | None = None,
+                         log: Callable[[str], None] = print) -> Path:
+    """Path of the built model `name` (see RECIPES); pre-trains and caches it on first use."""
+    if name not in RECIPES:
+        raise ValueError(f"unknown builtin model {name!r}; choose one of {sorted(RECIPES)}")
+    from filelock import FileLock
+
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"builtin-{name}-{recipe_hash(name)}"
+    if (final / "config.json").exists():
+        return final
+    with FileLock(str(final) + ".lock"):
+        if (final / "config.json").exists():   # built by another process while we waited
+            return final
+        log(f"building builtin:{name} (pre-training, ~2 min on 2 CPU cores) -> {final}")
+        import torch
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                              else (os.cpu_count() or 1))
+        try:
+            model, tokenizer, stats = pretrain(RECIPES[name], log)
+        finally:
+            torch.set_num_threads(threads)
+        tmp = Path(tempfile.mkdtemp(prefix=f".builtin-{name}-", dir=root))
+        try:
+            model.save_pretrained(tmp, safe_serialization=True)
+            tokenizer.save_pretrained(tmp)
+            (tmp / "mlora_builtin.json").write_text(json.dumps(
+                {"name": name, "recipe": RECIPES[name], "code_version": CODE_VERSION, **stats},
+                indent=2))
+            os.replace(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        log(f"builtin:{name} ready ({stats['seconds']:.0f}s, final loss {stats['final_loss']:.3f})")
+    return final
+
+
+__all__ = ["CODE_VERSION", "RECIPES", "build_tokenizer", "default_cache_dir", "ensure_builtin_model",
+           "pretrain", "recipe_hash"]

@@ -1,0 +1,147 @@
+"""Per-rank evaluation: the same adapter truncated (set_rank) to every eval rank.
+
+Scores by task: exact match of the final number by batched greedy generation (stop at
+newline/EOS), log-likelihood multiple choice, and eval loss on the completion tokens.
+Under torch.distributed each worker scores its shard and the counts are summed.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from .aurac import aurac
+from .inject import set_rank
+from .tasks import Example, collate, parse_final_number, tokenize
+from .train import world
+
+
+@dataclass(frozen=True)
+class RankCurve:
+    ranks: tuple[int, ...]
+    accuracy: tuple[float, ...]
+    eval_loss: tuple[float, ...]
+    metric: str                          # exact_match | multiple_choice | loss
+    n_examples: int
+    aurac: float = field(init=False)
+    aurac_log2: float = field(init=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "aurac", aurac(self.ranks, self.accuracy))
+        object.__setattr__(self, "aurac_log2", aurac(self.ranks, self.accuracy, log2=True))
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "aurac": self.aurac, "aurac_log2": self.aurac_log2}
+
+    def __str__(self) -> str:
+        rows = "  ".join(f"r{k}={a:.3f}" for k, a in zip(self.ranks, self.accuracy))
+        return f"{self.metric}: {rows}  | AURAC {self.aurac:.3f}  AURAC(log2) {self.aurac_log2:.3f}"
+
+
+def _sum_across_workers(*values: float) -> list[float]:
+    rank, world_size = world()
+    if world_size == 1:
+        return list(values)
+    t = torch.tensor(values, dtype=torch.float64)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+@torch.no_grad()
+def eval_loss(model, tokenizer, examples: list[Example], max_length: int, batch_size: int, device) -> tuple[float, int]:
+    """(mean loss over completion tokens, tokens processed)."""
+    data = tokenize(tokenizer, examples, max_length)
+    total, count, seen = 0.0, 0, 0
+    for i in range(0, len(examples), batch_size):
+        batch = collate(data.input_ids[i:i + batch_size], data.labels[i:i + batch_size], tokenizer.pad_token_id)
+        batch = {k: v.to(device) for k, v in batch.items()}
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+        labels = batch["labels"][:, 1:]
+        total += float(F.cross_entropy(logits.float().transpose(1, 2), labels, ignore_index=-100, reduction="sum"))
+        count += int((labels != -100).sum())
+        seen += int(batch["attention_mask"].sum())
+    total, count = _sum_across_workers(total, count)
+    return total / max(count, 1), seen
+
+
+@torch.no_grad()
+def exact_match(model, tokenizer, examples: list[Example], batch_size: int, max_new_tokens: int,
+                device) -> tuple[int, int]:
+    """(correct, tokens generated+prompted): greedy, left-padded batches, stop at newline/EOS."""
+    stop_ids = [tokenizer.eos_token_id]
+    newline = tokenizer.convert_tokens_to_ids("\n") if "\n" in tokenizer.get_vocab() else None
+    if newline is not None and newline != tokenizer.unk_token_id:
+        stop_ids.append(newline)
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    correct, tokens = 0, 0
+    try:
+        for i in range(0, len(examples), batch_size):
+            chunk = examples[i:i + batch_size]
+            enc = tokenizer([e.prompt for e in chunk], return_tensors="pt", padding=True,
+                            add_special_tokens=tokenizer.bos_token_id is not None).to(device)
+            out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stop_ids,
+                                 pad_token_id=tokenizer.pad_token_id, stop_strings=None)
+            new = out[:, enc["input_ids"].shape[1]:]
+            tokens += int(enc["attention_mask"].sum()) + new.numel()
+            for e, text in zip(chunk, tokenizer.batch_decode(new, skip_special_tokens=True)):
+                line = text.split("\n", 1)[0]
+                correct += int(e.answer is not None and parse_final_number(line) == e.answer)
+    finally:
+        tokenizer.padding_side = side
+    return correct, tokens
+
+
+@torch.no_grad()
+def multiple_choice(model, tokenizer, examples: list[Example], batch_size: int, device) -> tuple[int, int]:
+    """(correct, tokens): pick the choice with the highest summed log-likelihood."""
+    flat = [(ei, Example(prompt=e.prompt, completion=c)) for ei, e in enumerate(examples) for c in e.choices]
+    data = tokenize(tokenizer, [x for _, x in flat], max_length=10_000)
+    scores = torch.empty(len(flat), dtype=torch.float64)
+    tokens = 0
+    for i in range(0, len(flat), batch_size):
+        batch = collate(data.input_ids[i:i + batch_size], data.labels[i:i + batch_size], tokenizer.pad_token_id)
+        batch = {k: v.to(device) for k, v in batch.items()}
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].float()
+        labels = batch["labels"][:, 1:]
+        logp = torch.log_softmax(logits, -1).gather(-1, labels.clamp(min=0)[..., None])[..., 0]
+        # the appended EOS is not part of the choice
+        mask = (labels != -100) & (labels != tokenizer.eos_token_id)
+        scores[i:i + len(labels)] = (logp * mask).sum(-1).double().cpu()
+        tokens += int(batch["attention_mask"].sum())
+    correct, offset = 0, 0
+    for e in examples:
+        k = len(e.choices)
+        correct += int(int(scores[offset:offset + k].argmax()) == e.label)
+        offset += k
+    return correct, tokens
+
+
+def evaluate_ranks(model, tokenizer, examples: list[Example], ranks, metric: str, *, batch_size: int = 64,
+                   max_new_tokens: int = 16, max_length: int = 256, device="cpu",
+                   log=print) -> tuple[RankCurve, list[int], float]:
+    """(curve, eval tokens per rank on this worker, seconds). Leaves the model at rank None."""
+    rank, world_size = world()
+    shard = examples[rank::world_size]
+    accs, losses, tokens, t0 = [], [], [], time.perf_counter()
+    model.eval()
+    for k in ranks:
+        set_rank(model, k)
+        loss, loss_tokens = eval_loss(model, tokenizer, shard, max_length, batch_size, device)
+        if metric == "exact_match":
+            correct, n_tok = exact_match(model, tokenizer, shard, batch_size, max_new_tokens, device)
+        elif metric == "multiple_choice":
+            correct, n_tok = multiple_choice(model, tokenizer, shard, batch_size, device)
+        else:
+            correct, n_tok = 0, 0
+        tokens.append(loss_tokens + n_tok)
+        correct, total = _sum_across_workers(correct, len(shard))
+        accs.append(correct / max(total, 1) if metric != "loss" else float(torch.exp(torch.tensor(-loss))))
+        losses.append(loss)
+        if rank == 0:
+            log(f"eval rank {k:>4}: {metric} {accs[-1]:.3f}  loss {loss:.4f}")
+    set_rank(model, None)
+    curve = RankCurve(tuple(ranks), tuple(accs), tuple(losses), metric, len(examples))
+    return curve, tokens, time.perf_counter() - t0

@@ -1,0 +1,131 @@
+"""One training run, end to end: load -> adapt -> train -> evaluate every rank -> cost -> save.
+
+This is the recipe each orchestrator trial runs on every Ray Train worker, and what
+`mlora train` runs directly. It knows nothing of Ray or MLflow: progress leaves through
+callbacks, results through the returned RunResult and files in `output_dir`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from .config import AdapterConfig
+from .cost import Cost, flop_model, peak_memory_mb
+from .evaluate import RankCurve, evaluate_ranks
+from .export import save_adapter
+from .inject import add_adapters, adapter_summary
+from .io import write_json
+from .models import load_base_model
+from .tasks import SCORING, TaskConfig, load_examples, tokenize
+from .train import TrainConfig, latest_checkpoint, train, world
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    model: str = "builtin:tiny"
+    train_task: TaskConfig = TaskConfig("synthetic", split="train", n=4000)
+    eval_task: TaskConfig = TaskConfig("synthetic", split="test", n=300)
+    adapter: AdapterConfig = AdapterConfig()
+    train: TrainConfig = TrainConfig()
+    eval_batch_size: int = 100
+    max_new_tokens: int = 12
+    device_name: str = "cpu"              # for cost: what one device is (e.g. "H100-80GB")
+    price_per_device_hour: float = 0.0    # USD
+
+    def to_dict(self) -> dict:
+        return {"model": self.model, "train_task": dataclasses.asdict(self.train_task),
+                "eval_task": dataclasses.asdict(self.eval_task), "adapter": self.adapter.to_dict(),
+                "train": dataclasses.asdict(self.train), "eval_batch_size": self.eval_batch_size,
+                "max_new_tokens": self.max_new_tokens, "device_name": self.device_name,
+                "price_per_device_hour": self.price_per_device_hour}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunConfig":
+        d = dict(d)
+        return cls(train_task=TaskConfig(**d.pop("train_task")), eval_task=TaskConfig(**d.pop("eval_task")),
+                   adapter=AdapterConfig.from_dict(d.pop("adapter")), train=TrainConfig(**d.pop("train")), **d)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    curve: RankCurve
+    cost: Cost
+    losses: tuple[float, ...]
+    adapter_path: str | None
+    trainable_params: int
+    truncated_examples: int
+    resumed_from_step: int = 0
+    extra: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return {"curve": self.curve.as_dict(), "cost": self.cost.as_metrics(), "device_name": self.cost.device_name,
+                "losses": list(self.losses), "adapter_path": self.adapter_path,
+                "trainable_params": self.trainable_params, "truncated_examples": self.truncated_examples,
+                "resumed_from_step": self.resumed_from_step, **self.extra}
+
+
+def pick_device() -> torch.device:
+    if torch.cuda.is_available():
+        rank, _ = world()
+        return torch.device("cuda", rank % torch.cuda.device_count())
+    return torch.device("cpu")
+
+
+def run(config: RunConfig, output_dir: str | Path, *, callback: Callable[[dict], None] | None = None,
+        on_checkpoint: Callable[[Path | None, dict], None] | None = None,
+        resume_from: str | Path | None = None, log: Callable[[str], None] = print) -> RunResult:
+    """Train + evaluate one adapter. Resumes from `resume_from`, else from the newest
+    checkpoint under output_dir/checkpoints if one exists."""
+    output_dir = Path(output_dir)
+    rank, world_size = world()
+    quiet = (lambda *_: None) if rank else log
+    device = pick_device()
+    t_load = time.perf_counter()
+    dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+    model, tokenizer = load_base_model(config.model, dtype=dtype, device=device, log=quiet)
+    train_examples = load_examples(config.train_task)
+    eval_examples = load_examples(config.eval_task)
+    data = tokenize(tokenizer, train_examples, config.train.max_length)
+    if data.truncated:
+        quiet(f"warning: {data.truncated}/{len(train_examples)} training examples cut at "
+              f"max_length={config.train.max_length}")
+    add_adapters(model, config.adapter)
+    summary = adapter_summary(model)
+    quiet(f"{config.adapter.method} r={config.adapter.rank} on {config.model}: {summary}")
+    setup_seconds = time.perf_counter() - t_load
+
+    ckpt_dir = output_dir / "checkpoints"
+    resume_from = resume_from or latest_checkpoint(ckpt_dir)
+    result = train(model, data, config.train, tokenizer.pad_token_id, callback=callback, checkpoint_dir=ckpt_dir,
+                   resume_from=resume_from, device=device, on_checkpoint=on_checkpoint, log=quiet)
+    metric = SCORING[config.eval_task.name]
+    curve, eval_tokens, eval_seconds = evaluate_ranks(
+        model, tokenizer, eval_examples, config.adapter.eval_ranks, metric, batch_size=config.eval_batch_size,
+        max_new_tokens=config.max_new_tokens, max_length=config.train.max_length, device=device, log=quiet)
+    # eval FLOPs: matmuls only (2N + 2 P_k per token at rank k); attention is small at these lengths
+    fm = flop_model(model)
+    eval_flops = sum(n * fm.forward(1, 1, k) - n * 4 * fm.n_layers * fm.attn_dim
+                     for k, n in zip(curve.ranks, eval_tokens)) * world_size
+    cost = Cost(train_tokens=result.train_tokens, eval_tokens=sum(eval_tokens) * world_size,
+                train_flops=result.train_flops, eval_flops=eval_flops, train_seconds=result.seconds,
+                eval_seconds=eval_seconds, devices=world_size, device_name=config.device_name,
+                price_per_device_hour=config.price_per_device_hour)
+    adapter_path = None
+    if rank == 0:
+        adapter_path = str(save_adapter(model, output_dir / "adapter", base_model_name_or_path=config.model))
+    out = RunResult(curve, cost, tuple(result.losses), adapter_path, summary.trainable_params, data.truncated,
+                    result.resumed_from, {"setup_seconds": setup_seconds, "peak_memory_mb": peak_memory_mb(device)})
+    if rank == 0:
+        write_json(output_dir / "result.json", out.as_dict())
+        quiet(f"rank curve  {curve}\ncost        {cost}")
+    return out
+
+
+def load_result(output_dir: str | Path) -> dict:
+    return json.loads((Path(output_dir) / "result.json").read_text())

@@ -1,0 +1,246 @@
+"""The adapter training loop: straight-line, single process or torch.distributed DDP.
+
+    tokens per optimizer step = batch_size x grad_accum x world_size x (padded width)
+
+Resume is exact: the data order of micro-batch m is a pure function of (seed, m), and a
+checkpoint holds adapter weights, AdamW moments, scheduler step and every RNG state, so a
+resumed run follows the same trajectory as an uninterrupted one (tests/core/test_train.py).
+Checkpoints are safetensors + JSON only; nothing is unpickled.
+"""
+from __future__ import annotations
+
+import math
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.distributed as dist
+
+from .cost import flop_model
+from .inject import adapter_layers, sample_train_rank
+from .io import load_tensors, read_json, save_tensors, write_json
+from .tasks import TokenizedData, collate
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 300                 # optimizer steps (epochs, if set, override this)
+    epochs: float | None = None
+    batch_size: int = 16             # per worker, per micro-batch
+    grad_accum: int = 1
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    warmup_steps: int = 20
+    schedule: str = "cosine"         # cosine | linear | constant (after warmup)
+    max_grad_norm: float = 1.0
+    max_length: int = 128
+    seed: int = 0
+    threads: int | None = None       # torch.set_num_threads; None = leave as the launcher set it
+    checkpoint_every: int = 0        # steps; 0 = only at the end
+    log_every: int = 10
+
+    def __post_init__(self):
+        if self.schedule not in ("cosine", "linear", "constant"):
+            raise ValueError(f"train.schedule: unknown schedule {self.schedule!r}")
+        for name in ("steps", "batch_size", "grad_accum", "max_length"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"train.{name}: must be positive, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ValueError(f"train.lr: must be positive, got {self.lr}")
+
+
+class Diverged(RuntimeError):
+    """The loss became NaN/inf: the run stops instead of training on garbage."""
+
+
+def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    if schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * progress))
+    return 1 - progress if schedule == "linear" else 1.0
+
+
+def world() -> tuple[int, int]:
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
+
+
+def micro_batch_indices(m: int, n: int, batch: int, seed: int, rank: int, world_size: int) -> list[int]:
+    """Examples of micro-batch m on this worker: epoch-wise seeded permutation, sharded."""
+    per_epoch = max(1, n // (batch * world_size))       # drop the ragged tail
+    epoch, pos = divmod(m, per_epoch)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch)).tolist()
+    start = (pos * world_size + rank) * batch
+    return perm[start:start + batch]
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    losses: list[float]               # mean loss per optimizer step (all workers)
+    train_tokens: int                 # non-pad tokens seen, all workers
+    train_flops: float                # formula (cost.py), all workers
+    seconds: float
+    truncated_examples: int
+    resumed_from: int = 0
+    history: list[dict] = field(default_factory=list)
+
+
+def _adapter_params(model) -> dict[str, torch.nn.Parameter]:
+    return {n: p for n, p in model.named_parameters() if p.requires_grad}
+
+
+def save_checkpoint(path: Path, model, optimizer, step: int, rank_rng: random.Random, state: dict) -> None:
+    """adapter.safetensors + optimizer.safetensors + trainer_state.json (written last)."""
+    params = _adapter_params(model)
+    save_tensors(path / "adapter.safetensors", {n: p.detach() for n, p in params.items()})
+    opt_tensors, opt_scalars = {}, {}
+    names = {id(p): n for n, p in params.items()}
+    for p, s in optimizer.state.items():
+        for k, v in s.items():
+            key = f"{names[id(p)]}::{k}"
+            if torch.is_tensor(v) and v.dim() > 0:
+                opt_tensors[key] = v
+            else:
+                opt_scalars[key] = float(v)
+    save_tensors(path / "optimizer.safetensors", opt_tensors)
+    rng_state = rank_rng.getstate()
+    write_json(path / "trainer_state.json", {
+        **state, "step": step, "optimizer_scalars": opt_scalars,
+        "torch_rng": torch.get_rng_state().tolist(),
+        "rank_rng": [rng_state[0], list(rng_state[1]), rng_state[2]],
+    })
+
+
+def load_checkpoint(path: Path, model, optimizer, rank_rng: random.Random) -> dict:
+    state = read_json(path / "trainer_state.json")
+    params = _adapter_params(model)
+    weights = load_tensors(path / "adapter.safetensors")
+    if set(weights) != set(params):
+        raise ValueError(f"{path}: checkpoint adapter does not match this model's adapters")
+    with torch.no_grad():
+        for n, p in params.items():
+            if weights[n].shape != p.shape:
+                raise ValueError(f"{path}: {n} has shape {tuple(weights[n].shape)}, expected {tuple(p.shape)}")
+            p.copy_(weights[n])
+    moments = load_tensors(path / "optimizer.safetensors")
+    for n, p in params.items():
+        s = {k.split("::", 1)[1]: v for k, v in moments.items() if k.startswith(n + "::")}
+        s.update({k.split("::", 1)[1]: torch.tensor(v) for k, v in state["optimizer_scalars"].items()
+                  if k.startswith(n + "::")})
+        if s:
+            optimizer.state[p] = s
+    torch.set_rng_state(torch.tensor(state["torch_rng"], dtype=torch.uint8))
+    v, internal, gauss = state["rank_rng"]
+    rank_rng.setstate((v, tuple(internal), gauss))
+    return state
+
+
+def _progress(total: int, start: int, enabled: bool):
+    if enabled and sys.stderr.isatty():
+        from tqdm import tqdm
+        return tqdm(total=total, initial=start, desc="train", dynamic_ncols=True, leave=False)
+    return None
+
+
+def train(model, data: TokenizedData, config: TrainConfig, pad_id: int, *,
+          callback: Callable[[dict], None] | None = None, checkpoint_dir: str | Path | None = None,
+          resume_from: str | Path | None = None, device: str | torch.device = "cpu",
+          on_checkpoint: Callable[[Path | None, dict], None] | None = None,
+          log: Callable[[str], None] = print) -> TrainResult:
+    """Train the model's adapter parameters on `data` (already tokenized and masked).
+
+    `callback(metrics)` runs every step on every worker; `on_checkpoint(path, metrics)` runs on
+    every worker after each checkpoint (path is None on workers other than rank 0)."""
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    rank, world_size = world()
+    device = torch.device(device)
+    n = len(data.input_ids)
+    if n < config.batch_size * world_size:
+        raise ValueError(f"train: {n} examples is fewer than one batch "
+                         f"({config.batch_size} x {world_size} workers)")
+    per_epoch = max(1, n // (config.batch_size * world_size))
+    total = math.ceil(config.epochs * per_epoch / config.grad_accum) if config.epochs else config.steps
+    params = list(_adapter_params(model).values())
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    ddp_model = model
+    if world_size > 1:  # gradients of the adapter params are averaged across workers
+        from torch.nn.parallel import DistributedDataParallel
+        ddp_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    rank_rng = random.Random(config.seed)  # same on every worker: DyLoRA's t agrees everywhere
+    torch.manual_seed(config.seed + rank)
+    fm = flop_model(model)
+    max_rank = next(adapter_layers(model))[1].config.rank
+    amp = device.type == "cuda" and torch.cuda.is_bf16_supported()
+
+    start, losses, tokens, flops, history = 0, [], 0, 0.0, []
+    if resume_from is not None:
+        state = load_checkpoint(Path(resume_from), model, optimizer, rank_rng)
+        start, losses, tokens, flops = state["step"], state["losses"], state["tokens"], state["flops"]
+        log(f"resumed from {resume_from} at step {start}/{total}")
+    bar = _progress(total, start, enabled=rank == 0)
+    t0 = time.perf_counter()
+    model.train()
+    for step in range(start, total):
+        lr = config.lr * lr_factor(step, total, config.warmup_steps, config.schedule)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        t = sample_train_rank(model, rank_rng) or max_rank
+        step_loss, step_tokens = torch.zeros((), device=device), 0
+        for micro in range(config.grad_accum):
+            idx = micro_batch_indices(step * config.grad_accum + micro, n, config.batch_size, config.seed,
+                                      rank, world_size)
+            batch = collate([data.input_ids[i] for i in idx], [data.labels[i] for i in idx], pad_id)
+            batch = {k: v.to(device) for k, v in batch.items()}
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                loss = ddp_model(**batch).loss / config.grad_accum
+            loss.backward()
+            step_loss += loss.detach()
+            step_tokens += int(batch["attention_mask"].sum())
+            flops += fm.train_step(*batch["input_ids"].shape, rank=t) * world_size
+        torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if world_size > 1:
+            dist.all_reduce(step_loss)
+            step_loss /= world_size
+        loss_value = float(step_loss)
+        tokens += step_tokens * world_size
+        if not math.isfinite(loss_value):
+            raise Diverged(f"loss became {loss_value} at step {step + 1} (lr {config.lr:g}): diverged")
+        losses.append(loss_value)
+        elapsed = time.perf_counter() - t0
+        metrics = {"step": step + 1, "train_loss": loss_value, "lr": lr, "train_rank": t,
+                   "tokens": tokens, "tokens_per_s": tokens / max(elapsed, 1e-9)}
+        history.append(metrics)
+        if callback is not None:
+            callback(metrics)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}")
+        elif rank == 0 and config.log_every and ((step + 1) % config.log_every == 0 or step + 1 == total):
+            log(f"step {step + 1}/{total}  loss {loss_value:.4f}  lr {lr:.2e}  {metrics['tokens_per_s']:.0f} tok/s")
+        due = step + 1 == total or (config.checkpoint_every and (step + 1) % config.checkpoint_every == 0)
+        if checkpoint_dir is not None and due:
+            path = Path(checkpoint_dir) / f"step_{step + 1:06d}" if rank == 0 else None
+            if path is not None:
+                save_checkpoint(path, model, optimizer, step + 1, rank_rng,
+                                {"losses": losses, "tokens": tokens, "flops": flops})
+            if on_checkpoint is not None:
+                on_checkpoint(path, metrics)
+    if bar is not None:
+        bar.close()
+    model.eval()
+    return TrainResult(total, losses, tokens, flops, time.perf_counter() - t0, data.truncated, start, history)
+
+
+def latest_checkpoint(checkpoint_dir: str | Path) -> Path | None:
+    """The newest complete checkpoint (trainer_state.json is written last)."""
+    done = sorted(Path(checkpoint_dir).glob("step_*/trainer_state.json")) if Path(checkpoint_dir).is_dir() else []
+    return done[-1].parent if done else None
