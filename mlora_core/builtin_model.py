@@ -44,8 +44,9 @@ RECIPES: dict[str, dict] = {
         tie_word_embeddings=True,
         # pre-training
         corpus="synthetic.pretrain_texts: shop problems, 2-3 items, prices stated (10..49)",
-        steps=600,
-        batch_size=32,
+        steps=700,
+        batch_size=16,
+        seq_len=128,
         lr=3e-3,
         warmup_steps=30,
         weight_decay=0.0,
@@ -102,11 +103,14 @@ def pretrain(recipe: dict, log: Callable[[str], None] = print):
     torch.manual_seed(recipe["seed"])
     tokenizer = build_tokenizer()
     model = LlamaForCausalLM(_model_config(recipe, tokenizer))
-    steps, bs = recipe["steps"], recipe["batch_size"]
-    # one fresh line per example: steps * bs lines (600 * 32 = 19,200), each ~80 tokens
-    texts = synthetic.pretrain_texts(steps * bs, seed=recipe["seed"])
-    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
-    enc = [ids + [eos] for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    steps, bs, width = recipe["steps"], recipe["batch_size"], recipe["seq_len"]
+    # documents joined by </s> and cut into rows of `width` tokens (no padding); a document
+    # is ~75 tokens (problem) or ~36 (drill), so steps * bs * width / 60 documents suffice
+    n_docs = steps * bs * width // 50
+    texts = synthetic.pretrain_texts(n_docs, seed=recipe["seed"])
+    eos = tokenizer.eos_token_id
+    stream = [t for ids in tokenizer(texts, add_special_tokens=False)["input_ids"] for t in ids + [eos]]
+    data = torch.tensor(stream[:steps * bs * width]).view(steps, bs, width)
     opt = torch.optim.AdamW(model.parameters(), lr=recipe["lr"], betas=(0.9, 0.98),
                             weight_decay=recipe["weight_decay"])
     warm = recipe["warmup_steps"]
@@ -115,13 +119,8 @@ def pretrain(recipe: dict, log: Callable[[str], None] = print):
     model.train()
     t0, ema = time.time(), None
     for step in range(steps):
-        rows = enc[step * bs:(step + 1) * bs]
-        width = max(map(len, rows))
-        ids = torch.full((bs, width), pad)
-        for i, r in enumerate(rows):      # right padding; pads are ignored by the loss
-            ids[i, :len(r)] = torch.tensor(r)
-        labels = ids.masked_fill(ids == pad, -100)
-        loss = model(input_ids=ids, attention_mask=(ids != pad).long(), labels=labels).loss
+        ids = data[step]
+        loss = model(input_ids=ids, labels=ids).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()

@@ -107,3 +107,25 @@ class Cost:
     def __str__(self) -> str:
         return (f"{self.train_tokens:,} train tok, {self.total_flops:.3g} FLOPs, {self.wall_seconds:.1f} s on "
                 f"{self.devices} x {self.device_name} = {self.device_hours:.4f} device-h (${self.dollars:.4f})")
+
+
+def estimate_flop_model(model_id: str, adapter, revision: str | None = None) -> FlopModel | None:
+    """The FlopModel of `model_id` + adapter built on the meta device: no weights, no training.
+    None when the model's config cannot be read (e.g. a hub id without network)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from .inject import add_adapters
+    from .models import BUILTIN_PREFIX, check_model_id
+
+    try:
+        if check_model_id(model_id) == "builtin":
+            from .builtin_model import RECIPES, _model_config, build_tokenizer
+            config = _model_config(RECIPES[model_id[len(BUILTIN_PREFIX):]], build_tokenizer())
+        else:
+            config = AutoConfig.from_pretrained(model_id, revision=revision)
+    except (OSError, ValueError):
+        return None
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+        add_adapters(model, adapter)
+    return flop_model(model)

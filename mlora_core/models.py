@@ -15,23 +15,33 @@ BUILTIN_PREFIX = "builtin:"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 
 
-def resolve_model_path(model_id: str, log=print) -> str:
-    """Where from_pretrained should look; ValueError with one clear line for bad ids."""
+def check_model_id(model_id: str) -> str:
+    """'builtin' | 'local' | 'hub', or ValueError with one clear line. Builds and downloads nothing."""
     if model_id.startswith(BUILTIN_PREFIX):
-        from .builtin_model import RECIPES, ensure_builtin_model
-        name = model_id[len(BUILTIN_PREFIX):]
-        if name not in RECIPES:
-            raise ValueError(f"model: unknown builtin model {model_id!r}; have "
-                             f"{[BUILTIN_PREFIX + n for n in RECIPES]}")
-        return str(ensure_builtin_model(name, log=log))
+        from .builtin_model import RECIPES
+        if model_id[len(BUILTIN_PREFIX):] not in RECIPES:
+            raise ValueError(f"unknown builtin model {model_id!r}; have {[BUILTIN_PREFIX + n for n in RECIPES]}")
+        return "builtin"
     path = Path(model_id).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():
-            raise ValueError(f"model: {path} is a path without config.json (not a saved Hugging Face model)")
-        return str(path)
+            raise ValueError(f"{path} is a path without config.json (not a saved Hugging Face model)")
+        return "local"
     if model_id.startswith((".", "/", "~")) or not _HUB_ID.match(model_id):
-        raise ValueError(f"model: {model_id!r} is neither builtin:NAME, an existing directory, nor a hub id (org/name)")
-    return model_id
+        raise ValueError(f"{model_id!r} is neither builtin:NAME, an existing directory, nor a hub id (org/name)")
+    return "hub"
+
+
+def resolve_model_path(model_id: str, log=print) -> str:
+    """Where from_pretrained should look (builds a builtin model on first use)."""
+    try:
+        kind = check_model_id(model_id)
+    except ValueError as e:
+        raise ValueError(f"model: {e}") from None
+    if kind == "builtin":
+        from .builtin_model import ensure_builtin_model
+        return str(ensure_builtin_model(model_id[len(BUILTIN_PREFIX):], log=log))
+    return str(Path(model_id).expanduser()) if kind == "local" else model_id
 
 
 def load_base_model(model_id: str, dtype: torch.dtype | None = None, device: str | torch.device = "cpu",

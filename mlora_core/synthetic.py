@@ -35,25 +35,31 @@ NAMES = ("Mia", "Tom", "Ana", "Ben", "Eva", "Sam", "Lea", "Max", "Zoe", "Leo", "
 PRONOUN = {n: ("she" if n in ("Mia", "Ana", "Eva", "Lea", "Zoe", "Ivy", "Amy", "Fay") else "he")
            for n in NAMES}
 ITEMS = ("pen", "cup", "hat", "book", "ball", "kite", "lamp", "sock", "shoe", "bag", "cap", "doll",
-         "drum", "fork", "jar", "key", "mug", "map", "net", "pan", "pot", "ring", "rope", "soap",
-         "tent", "toy", "vase", "wig", "bell", "bowl", "box", "brush", "cake", "card", "clock",
-         "coat", "comb", "desk", "dish", "fan", "flag", "glass", "glove", "horn", "lock", "mask",
-         "mat", "nail", "pie", "pin", "plate", "radio", "rug", "saw", "scarf", "shirt", "sofa",
-         "spoon", "stool", "towel", "tray", "watch", "whip", "yarn")
+         "drum", "fork", "jar", "key", "mug", "map", "net", "pan", "pot", "ring", "rope", "soap")
 VERBS = ("buys", "gets", "orders", "picks")
-N_ITEMS = 48                  # items used by the task: the size of the table to learn
+CODE_WORDS = ("red", "blue", "green", "gold")   # one digit code per word: the table to learn
 ITEMS_PER_PROBLEM = 2         # items bought per problem (the sum has this many terms)
-PRICE_LO, PRICE_HI = 10, 49   # 2-digit prices; sum of 2 <= 98
-TABLE_SEED = 20240611         # fixes the secret price table
-TEST_FRACTION = 0.25          # share of item combinations reserved for the test split
+PRICE_LO, PRICE_HI = 10, 49   # 2-digit prices; sum of 2 in 20..98
+CODE_SEED = 20240611          # fixes the digit codes
+PROBLEM_SHARE = 0.6           # pre-training docs that are word problems (rest: drills)
+TEST_FRACTION = 0.25          # share of (prices, code) keys reserved for the test split
 
 
-def _price_table() -> dict[str, int]:
-    rng = random.Random(TABLE_SEED)
-    return {item: rng.randint(PRICE_LO, PRICE_HI) for item in ITEMS[:N_ITEMS]}
+def _derangement(rng: random.Random) -> tuple[int, ...]:
+    """A permutation of 0..9 with no fixed point (so a plain answer is never right)."""
+    while True:
+        p = list(range(10))
+        rng.shuffle(p)
+        if all(p[d] != d for d in range(10)):
+            return tuple(p)
 
 
-PRICES: dict[str, int] = _price_table()
+def _codes() -> dict[str, tuple[int, ...]]:
+    rng = random.Random(CODE_SEED)
+    return {w: _derangement(rng) for w in CODE_WORDS}
+
+
+CODES: dict[str, tuple[int, ...]] = _codes()
 
 # every character a question/answer/corpus line can contain (plus the prompt scaffolding)
 CHARSET = "".join(sorted(set(string.ascii_letters + string.digits + " .,?!:;+-=*/#$()'\n")))
@@ -66,73 +72,87 @@ def prompt(question: str) -> str:
     return f"Question: {question}\nAnswer: "
 
 
-def _question(name: str, verb: str, items: tuple[str, ...], prices: tuple[int, ...] | None) -> str:
-    def thing(i: int) -> str:
-        return f"a {items[i]}" + ("" if prices is None else f" for {prices[i]} dollars")
-    listed = " and ".join(thing(i) for i in range(len(items)))
-    return f"{name} {verb} {listed}. How much does {PRONOUN[name]} pay?"
+def _question(name: str, verb: str, items: tuple[str, ...], prices: tuple[int, ...],
+              code: str | None = None) -> str:
+    listed = " and ".join(f"a {it} for {p} dollars" for it, p in zip(items, prices))
+    tail = "" if code is None else f" in {code} code"
+    return f"{name} {verb} {listed}. How much does {PRONOUN[name]} pay{tail}?"
 
 
-def _answer(items: tuple[str, ...], prices: tuple[int, ...]) -> str:
+def _answer(items: tuple[str, ...], prices: tuple[int, ...], code: str | None = None) -> str:
     """One line, GSM8K style: worked text, then '#### N'."""
-    parts = ", ".join(f"{it} {p}" for it, p in zip(items, prices))
     total = sum(prices)
-    return f"{parts}, {'+'.join(map(str, prices))}={total} #### {total}"
-
-
-def split_of(items: tuple[str, ...]) -> str:
-    """'test' for a fixed ~TEST_FRACTION of item combinations (order-free), else 'train'."""
-    key = ",".join(sorted(items)).encode()
-    h = int.from_bytes(hashlib.sha256(key).digest()[:8], "big") / 2**64
-    return "test" if h < TEST_FRACTION else "train"
+    parts = ", ".join(f"{it} {p}" for it, p in zip(items, prices))
+    work = f"{parts}, {'+'.join(map(str, prices))}={total}"
+    if code is None:
+        return f"{work} #### {total}"
+    coded = encode(total, code)
+    return f"{work}, in {code} code {coded} #### {coded}"
 
 
 # ---------------------------------------------------------------------------------------------
 # fine-tuning task
+def encode(n: int, code: str) -> str:
+    """`n` written in `code`: every digit d replaced by CODES[code][d] (may start with 0)."""
+    return "".join(str(CODES[code][int(d)]) for d in str(n))
+
+
+def split_of(prices: tuple[int, ...], code: str) -> str:
+    """'test' for a fixed ~TEST_FRACTION of (price multiset, code) keys, else 'train'."""
+    key = ",".join(map(str, sorted(prices))) + "/" + code
+    h = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") / 2**64
+    return "test" if h < TEST_FRACTION else "train"
+
+
 def make_examples(split: str, n: int, seed: int = 0) -> list[dict]:
     """`n` distinct {"question", "answer"} problems of `split` ("train" or "test")."""
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     rng = random.Random(f"mlora-synthetic/{split}/{seed}")
-    items_pool = ITEMS[:N_ITEMS]
-    out, seen = [], set()
-    tries = 0
+    out, seen, tries = [], set(), 0
     while len(out) < n:
         tries += 1
-        if tries > 200 * n + 10_000:
+        if tries > 100 * n + 10_000:
             raise ValueError(f"cannot draw {n} distinct {split} problems")
-        items = tuple(rng.sample(items_pool, ITEMS_PER_PROBLEM))
-        if split_of(items) != split:
+        items = tuple(rng.sample(ITEMS, ITEMS_PER_PROBLEM))
+        prices = tuple(rng.randint(PRICE_LO, PRICE_HI) for _ in items)
+        code = rng.choice(CODE_WORDS)
+        if split_of(prices, code) != split:
             continue
-        q = _question(rng.choice(NAMES), rng.choice(VERBS), items, None)
+        q = _question(rng.choice(NAMES), rng.choice(VERBS), items, prices, code)
         if q in seen:
             continue
         seen.add(q)
-        out.append({"question": q, "answer": _answer(items, tuple(PRICES[i] for i in items))})
+        out.append({"question": q, "answer": _answer(items, prices, code)})
     return out
 
 
 # ---------------------------------------------------------------------------------------------
 # pre-training corpus (related skill: prices are given, never the secret table)
 def pretrain_texts(n: int, seed: int = 0) -> list[str]:
-    """`n` full prompt+answer lines with prices stated in the question (random each time)."""
+    """`n` documents: word problems with their prices stated (PROBLEM_SHARE of them) and
+    addition drills ("12+31=43, 27+15=42, ..."), which teach the sums quickly."""
     rng = random.Random(f"mlora-pretrain/{seed}")
     out = []
     for _ in range(n):
-        k = rng.choice((2, 2, 3))
-        items = tuple(rng.sample(ITEMS, k))
-        prices = tuple(rng.randint(PRICE_LO, PRICE_HI) for _ in items)
-        q = _question(rng.choice(NAMES), rng.choice(VERBS), items, prices)
-        out.append(prompt(q) + _answer(items, prices))
+        if rng.random() < PROBLEM_SHARE:
+            items = tuple(rng.sample(ITEMS, ITEMS_PER_PROBLEM))
+            prices = tuple(rng.randint(PRICE_LO, PRICE_HI) for _ in items)
+            q = _question(rng.choice(NAMES), rng.choice(VERBS), items, prices)
+            out.append(prompt(q) + _answer(items, prices))
+        else:
+            sums = [(rng.randint(PRICE_LO, PRICE_HI), rng.randint(PRICE_LO, PRICE_HI)) for _ in range(4)]
+            out.append(", ".join(f"{a}+{b}={a + b}" for a, b in sums) + ".")
     return out
 
 
 def words() -> list[str]:
     """Every letter-word the corpora use (the word-level part of the tokenizer's vocab)."""
     ws = set(NAMES) | set(ITEMS) | set(VERBS) | {"Question", "Answer", "a", "and", "for", "dollars",
-                                                  "How", "much", "does", "she", "he", "pay"}
+                                                  "How", "much", "does", "she", "he", "pay",
+                                                  "in", "code"} | set(CODE_WORDS)
     return sorted(ws)
 
 
-__all__ = ["CHARSET", "ITEMS", "NAMES", "PRICES", "make_examples", "pretrain_texts", "prompt",
+__all__ = ["CHARSET", "ITEMS", "NAMES", "CODES", "encode", "make_examples", "pretrain_texts", "prompt",
            "split_of", "words"]

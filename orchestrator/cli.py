@@ -1,0 +1,178 @@
+"""`mlora`: validate | plan | train | sweep | report | register | export.
+
+Exit codes: 0 success, 1 some trials failed (the rest finished and were reported),
+2 bad input (config, model, paths, ranks): one clear line per problem, no traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+EXIT_OK, EXIT_TRIALS_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+class UsageError(ValueError):
+    """Bad input detected by the CLI itself (paths, flags)."""
+
+
+def _fail(message: str) -> int:
+    print(f"mlora: error: {message}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+def cmd_validate(args) -> int:
+    from .config import load_experiment
+    from .plan import plan
+    exp = load_experiment(args.config)
+    print(f"{args.config}: ok ({exp.name}: {len(plan(exp))} trials)")
+    return EXIT_OK
+
+
+def cmd_plan(args) -> int:
+    from .config import load_experiment
+    from .plan import estimate, plan
+    exp = load_experiment(args.config)
+    trials = plan(exp)
+    est = {e.trial_id: e for e in estimate(exp, trials)}
+    header = f"{'trial':<36} {'arm':<11} {'method':<11} {'rank':>4} {'schedule':<9} {'lr':>8} {'seed':>4} " \
+             f"{'GFLOPs':>10} {'dev-h':>8} {'$':>8}"
+    print(header)
+    print("-" * len(header))
+    fmt = lambda v, f: "n/a" if v is None else format(v, f)  # noqa: E731
+    for t in trials:
+        e = est[t.trial_id]
+        print(f"{t.trial_id:<36} {t.arm:<11} {t.method:<11} {t.rank:>4} "
+              f"{t.p_schedule if t.method == 'matryoshka' else '-':<9} {t.lr:>8.1e} {t.seed:>4} "
+              f"{fmt(e.train_flops and e.train_flops / 1e9, '10.1f'):>10} {fmt(e.device_hours, '8.4f'):>8} "
+              f"{fmt(e.dollars, '8.2f'):>8}")
+    known = [e for e in est.values() if e.train_flops is not None]
+    by_arm = {}
+    for t in trials:
+        if est[t.trial_id].train_flops is not None:
+            by_arm[t.arm] = by_arm.get(t.arm, 0.0) + est[t.trial_id].train_flops
+    print(f"\n{len(trials)} trials on {exp.model}; {exp.resources.workers_per_trial} worker(s) x "
+          f"{exp.resources.cpus_per_worker:g} CPU / {exp.resources.gpus_per_worker:g} GPU per trial, "
+          f"{exp.resources.max_concurrent_trials} at a time")
+    if known:
+        flops = sum(e.train_flops for e in known)
+        hours = sum(e.device_hours for e in known)
+        print(f"estimated: {flops / 1e12:.3g} TFLOPs, {hours:.3f} device-hours, "
+              f"${sum(e.dollars for e in known):.2f} at ${exp.cost.price_per_device_hour:g}/device-hour "
+              f"({exp.cost.device}, {exp.cost.effective_tflops:g} effective TFLOP/s per device)")
+        if "matryoshka" in by_arm and "lora" in by_arm:
+            per_schedule = by_arm["matryoshka"] / max(1, len(exp.arms.matryoshka.p_schedules))
+            print(f"one Matryoshka run = {100 * per_schedule / by_arm['lora']:.0f}% of the LoRA grid's training FLOPs")
+    else:
+        print("estimated cost: n/a (the model's config could not be read offline)")
+    return EXIT_OK
+
+
+def cmd_train(args) -> int:
+    """One trial, directly (no Ray, no MLflow): the recipe every sweep trial runs."""
+    from mlora_core.run import run
+
+    from .config import load_experiment
+    from .plan import plan, run_config
+    exp = load_experiment(args.config)
+    trials = plan(exp)
+    pick = [t for t in trials if args.trial in (None, t.trial_id, t.arm, t.method)]
+    if not pick:
+        raise UsageError(f"--trial {args.trial!r} matches no trial; have: {', '.join(t.trial_id for t in trials)}")
+    spec = pick[0]
+    out = Path(args.output_dir or exp.out_dir / "train" / spec.trial_id)
+    print(f"training {spec.trial_id} -> {out}")
+    result = run(run_config(exp, spec), out)
+    print(f"\n{spec.trial_id}\n  rank curve  {result.curve}\n  cost        {result.cost}\n  adapter     {result.adapter_path}")
+    return EXIT_OK
+
+
+def cmd_sweep(args) -> int:
+    from .config import load_experiment
+    from .sweep import run_sweep
+    exp = load_experiment(args.config)
+    return run_sweep(exp, config_path=args.config, resume=args.resume, overwrite=args.overwrite,
+                     tracking_uri=args.tracking_uri, output_dir=args.output_dir)
+
+
+def cmd_report(args) -> int:
+    from .report import write_report
+    path = write_report(args.output_dir, tracking_uri=args.tracking_uri)
+    print(f"report: {path}")
+    return EXIT_OK
+
+
+def cmd_register(args) -> int:
+    from .registry import register_sweep
+    version = register_sweep(args.output_dir, tracking_uri=args.tracking_uri)
+    print(f"registered {version}")
+    return EXIT_OK
+
+
+def cmd_export(args) -> int:
+    from .registry import export_peft
+    out = export_peft(args.model_uri, args.rank, args.out, tracking_uri=args.tracking_uri)
+    print(f"PEFT adapter (rank {args.rank}) written to {out}")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mlora", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    uri = dict(default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else the sweep's SQLite file)")
+
+    s = sub.add_parser("validate", help="check an experiment YAML")
+    s.add_argument("config")
+    s.set_defaults(fn=cmd_validate)
+    s = sub.add_parser("plan", help="print the trial table and estimated cost")
+    s.add_argument("config")
+    s.set_defaults(fn=cmd_plan)
+    s = sub.add_parser("train", help="run one trial directly (no Ray, no MLflow)")
+    s.add_argument("config")
+    s.add_argument("--trial", help="trial id, arm or method (default: the first planned trial)")
+    s.add_argument("--output-dir")
+    s.set_defaults(fn=cmd_train)
+    s = sub.add_parser("sweep", help="run every trial on Ray, track in MLflow, report")
+    s.add_argument("config")
+    s.add_argument("--resume", action="store_true", help="continue an interrupted sweep in its output dir")
+    s.add_argument("--overwrite", action="store_true", help="delete an existing sweep in the output dir first")
+    s.add_argument("--tracking-uri", **uri)
+    s.add_argument("--output-dir", help="override the config's output_dir")
+    s.set_defaults(fn=cmd_sweep)
+    s = sub.add_parser("report", help="write the cost-vs-accuracy report of a sweep")
+    s.add_argument("output_dir")
+    s.add_argument("--tracking-uri", **uri)
+    s.set_defaults(fn=cmd_report)
+    s = sub.add_parser("register", help="register a sweep's Matryoshka adapter in the MLflow model registry")
+    s.add_argument("output_dir")
+    s.add_argument("--tracking-uri", **uri)
+    s.set_defaults(fn=cmd_register)
+    s = sub.add_parser("export", help="write a PEFT adapter at one rank from a registered model")
+    s.add_argument("model_uri", help="e.g. models:/mlora-tiny@recommended")
+    s.add_argument("--rank", type=int, required=True)
+    s.add_argument("out")
+    s.add_argument("--tracking-uri", **uri)
+    s.set_defaults(fn=cmd_export)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .config import ConfigError
+    args = build_parser().parse_args(argv)
+    if getattr(args, "tracking_uri", None) is None and os.environ.get("MLFLOW_TRACKING_URI"):
+        args.tracking_uri = os.environ["MLFLOW_TRACKING_URI"]
+    try:
+        return args.fn(args)
+    except ConfigError as e:
+        print(f"mlora: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except (UsageError, ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as e:
+        return _fail(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
+    except KeyboardInterrupt:
+        print("mlora: interrupted; finished trials are kept (resume with `mlora sweep --resume`)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,221 @@
+"""The experiment YAML, validated: one pydantic schema, every problem reported with its key path.
+
+Unknown keys, wrong types and impossible values are errors (never silently ignored);
+`load_experiment` raises ConfigError with one line per problem, which the CLI prints
+before exiting 2.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from mlora_core.config import LLAMA_TARGETS, P_SCHEDULES, SCALINGS, powers_of_two_upto
+from mlora_core.models import check_model_id
+from mlora_core.tasks import TASKS
+
+PosInt = Annotated[int, Field(gt=0, strict=True)]
+PosFloat = Annotated[float, Field(gt=0)]
+
+
+class ConfigError(ValueError):
+    """Invalid experiment config; `problems` holds one 'key.path: message' line each."""
+
+    def __init__(self, source: str, problems: list[str]):
+        self.problems = problems
+        super().__init__(f"{source}: invalid config\n" + "\n".join(f"  {p}" for p in problems))
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TaskSpec(Strict):
+    name: Literal[TASKS] = "synthetic"  # type: ignore[valid-type]
+    path: str | None = None         # local json/jsonl (else the hub dataset / built-in generator)
+    split: str = "train"
+    n: PosInt | None = None         # first n examples
+
+
+class Tasks(Strict):
+    train: TaskSpec = TaskSpec(name="synthetic", split="train", n=4000)
+    eval: TaskSpec = TaskSpec(name="synthetic", split="test", n=300)
+
+
+class Adapter(Strict):
+    target_modules: list[str] | str = list(LLAMA_TARGETS)
+    exclude_modules: list[str] = []
+    rank: PosInt = 16                       # max rank r (Matryoshka, DyLoRA)
+    train_ranks: list[PosInt] | None = None  # R; default powers of two <= r
+    eval_ranks: list[PosInt] | None = None   # E; default powers of two <= r
+    scaling: Literal[SCALINGS] = "sqrt"  # type: ignore[valid-type]
+    alpha: PosFloat = 1.0
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
+
+    @model_validator(mode="after")
+    def _ranks_within_max(self):
+        for name in ("train_ranks", "eval_ranks"):
+            bad = [k for k in getattr(self, name) or [] if k > self.rank]
+            if bad:
+                raise ValueError(f"{name} {bad} exceed rank {self.rank}")
+        return self
+
+    @property
+    def eval_rank_list(self) -> list[int]:
+        return sorted(set(self.eval_ranks or powers_of_two_upto(self.rank)))
+
+
+class MatryoshkaArm(Strict):
+    p_schedules: list[Literal[P_SCHEDULES]] = ["diag"]  # type: ignore[valid-type]
+    lrs: list[PosFloat] | None = None       # default: the experiment's lrs
+
+
+class LoraArm(Strict):
+    ranks: list[PosInt] | None = None       # the fixed-rank grid; default: the eval ranks
+    lrs: list[PosFloat] | None = None
+
+
+class DyloraArm(Strict):
+    lrs: list[PosFloat] | None = None
+
+
+class Arms(Strict):
+    matryoshka: MatryoshkaArm | None = MatryoshkaArm()
+    lora: LoraArm | None = LoraArm()
+    dylora: DyloraArm | None = None
+
+
+class Training(Strict):
+    steps: PosInt = 300
+    epochs: PosFloat | None = None          # overrides steps
+    batch_size: PosInt = 16                 # per worker
+    grad_accum: PosInt = 1
+    max_length: PosInt = 128
+    warmup_steps: Annotated[int, Field(ge=0, strict=True)] = 20
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    weight_decay: Annotated[float, Field(ge=0)] = 0.0
+    max_grad_norm: PosFloat = 1.0
+    checkpoint_every: Annotated[int, Field(ge=0, strict=True)] = 0  # steps; 0 = at the end only
+
+
+class Evaluation(Strict):
+    batch_size: PosInt = 100
+    max_new_tokens: PosInt = 12
+
+
+class Resources(Strict):
+    workers_per_trial: PosInt = 1           # Ray Train workers (DDP) per trial
+    cpus_per_worker: PosFloat = 1
+    gpus_per_worker: Annotated[float, Field(ge=0)] = 0
+    max_concurrent_trials: PosInt = 2
+    max_failures: Annotated[int, Field(ge=0, strict=True)] = 1   # worker-group restarts per trial
+
+
+class EarlyStopping(Strict):
+    asha: bool = False
+    grace_period: PosInt = 50               # steps before a trial can be stopped
+    reduction_factor: Annotated[float, Field(gt=1)] = 3
+
+
+class Cost(Strict):
+    device: str = "cpu"                     # what one device is, for the report
+    price_per_device_hour: Annotated[float, Field(ge=0)] = 0.0  # USD
+    effective_tflops: PosFloat = 0.05       # per device, for `mlora plan`'s time estimate
+    startup_seconds: Annotated[float, Field(ge=0)] = 20.0        # per trial (Ray + model load)
+
+
+class Tracking(Strict):
+    uri: str | None = None                  # default sqlite:///<output_dir>/mlflow.db
+    experiment: str | None = None           # default: the experiment name
+
+
+class Registry(Strict):
+    enabled: bool = True                    # register at the end of every sweep
+    model_name: str | None = None           # default mlora-<name>
+    tolerance: Annotated[float, Field(ge=0, le=1)] = 0.01  # "recommended": smallest rank within this of best
+
+
+class Experiment(Strict):
+    name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9][\w.\-]*$")]
+    model: str = "builtin:tiny"
+    model_revision: str | None = None
+    tasks: Tasks = Tasks()
+    adapter: Adapter = Adapter()
+    arms: Arms = Arms()
+    lrs: list[PosFloat] = [1e-3]
+    seeds: list[Annotated[int, Field(ge=0, strict=True)]] = [0]
+    training: Training = Training()
+    eval: Evaluation = Evaluation()
+    resources: Resources = Resources()
+    early_stopping: EarlyStopping = EarlyStopping()
+    cost: Cost = Cost()
+    tracking: Tracking = Tracking()
+    registry: Registry = Registry()
+    output_dir: str | None = None           # default outputs/<name>
+
+    @field_validator("model")
+    @classmethod
+    def _model_exists(cls, v: str) -> str:
+        check_model_id(v)
+        return v
+
+    @field_validator("lrs", "seeds")
+    @classmethod
+    def _non_empty(cls, v):
+        if not v:
+            raise ValueError("must not be empty")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if not any((self.arms.matryoshka, self.arms.lora, self.arms.dylora)):
+            raise ValueError("arms: at least one arm is needed")
+        bad = [k for k in (self.arms.lora.ranks or []) if k > self.adapter.rank] if self.arms.lora else []
+        if bad:
+            raise ValueError(f"arms.lora.ranks {bad} exceed adapter.rank {self.adapter.rank}")
+        return self
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.output_dir or f"outputs/{self.name}")
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.tracking.uri or f"sqlite:///{(self.out_dir / 'mlflow.db').resolve()}"
+
+
+def _loc(loc: tuple) -> str:
+    return ".".join(str(p) for p in loc if not str(p).startswith(("function-", "literal[", "constrained-")))
+
+
+def parse_experiment(data: object, source: str = "config") -> Experiment:
+    if not isinstance(data, dict):
+        raise ConfigError(source, [f"(top level): expected a mapping of keys, got {type(data).__name__}"])
+    try:
+        return Experiment.model_validate(data)
+    except ValidationError as e:
+        problems = []
+        for err in e.errors():
+            where = _loc(err["loc"]) or "(top level)"
+            msg = err["msg"].removeprefix("Value error, ")
+            problems.append(f"{where}: {msg}")
+        raise ConfigError(source, problems) from None
+
+
+def load_experiment(path: str | Path) -> Experiment:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(str(path), ["(file): no such file"]) from None
+    except (IsADirectoryError, UnicodeDecodeError, PermissionError) as e:
+        raise ConfigError(str(path), [f"(file): cannot read as text ({type(e).__name__})"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else "(file)"
+        raise ConfigError(str(path), [f"{where}: not valid YAML ({getattr(e, 'problem', None) or e})"]) from None
+    return parse_experiment(data, str(path))

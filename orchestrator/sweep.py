@@ -1,0 +1,265 @@
+"""Run a planned sweep on Ray: one Tune trial per TrialSpec, each training with Ray Train.
+
+    mlora sweep CONFIG -> Tuner(grid over TrialSpecs) -> trial_driver (a Tune function
+    trainable holding ~0 resources) -> TorchTrainer(worker_loop, N workers, DDP)
+    -> mlora_core.run on every worker -> final report carries result.json + adapter
+    -> trial_driver logs the trial's nested MLflow run.
+
+This is the only module that imports Ray. Ray 2.60 runs Train v2: the TorchTrainer is
+built inside the Tune function and forwards rank-0 metrics with TuneReportCallback.
+Layout of an output dir: sweep.json (ids, config), experiment.yaml, mlflow.db +
+mlartifacts/ (default tracking), ray/ (Tune + Train storage, checkpoints), trials/ (worker
+scratch), report/.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from mlora_core.io import read_json, write_json
+
+from . import tracking
+from .config import Experiment
+from .plan import TrialSpec, plan, run_config
+
+SWEEP_FILE = "sweep.json"
+
+
+class TrialFailed(RuntimeError):
+    """A trial ended without a result (diverged, bad input, crash); its MLflow run is FAILED."""
+
+
+# ---- on every Ray Train worker --------------------------------------------------------------
+
+def worker_loop(cfg: dict) -> None:
+    """Runs mlora_core.run; every metric and checkpoint leaves through ray.train.report."""
+    import ray.train
+
+    from mlora_core.run import RunConfig, run
+    from mlora_core.train import Diverged
+
+    ctx = ray.train.get_context()
+    rank = ctx.get_world_rank()
+    trial_dir = Path(cfg["trial_dir"])
+    resume_from = None
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:  # Ray restarted this worker group: continue from the last checkpoint
+        resume_from = Path(checkpoint.to_directory(str(trial_dir / f"restore-{rank}")))
+    log_every = max(1, int(cfg.get("report_every", 10)))
+
+    def progress(metrics: dict) -> None:
+        if metrics["step"] % log_every == 0:
+            ray.train.report({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+
+    def on_checkpoint(path: Path | None, metrics: dict) -> None:
+        flat = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+        ray.train.report(flat, checkpoint=ray.train.Checkpoint.from_directory(str(path)) if path else None)
+
+    def final(payload: dict, extra_dir: Path | None) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            if rank == 0:
+                Path(tmp, "final.json").write_text(json.dumps(payload))
+                if extra_dir is not None:
+                    for f in extra_dir.iterdir():  # the last training checkpoint, so a restart is a no-op
+                        shutil.copy2(f, tmp)
+                if payload.get("adapter_path"):
+                    shutil.copytree(payload["adapter_path"], Path(tmp, "adapter"))
+            metrics = {"done": 1, **{k: v for k, v in payload.get("metrics", {}).items()}}
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp) if rank == 0 else None)
+
+    try:
+        result = run(RunConfig.from_dict(cfg["run_config"]), trial_dir, callback=progress,
+                     on_checkpoint=on_checkpoint, resume_from=resume_from, log=lambda m: print(m, flush=True))
+    except (Diverged, ValueError, FileNotFoundError) as e:  # not worth a retry: report and stop
+        final({"error": f"{type(e).__name__}: {e}"}, None)
+        return
+    from mlora_core.train import latest_checkpoint
+    payload = {**result.as_dict(), "metrics": {"aurac": result.curve.aurac, "aurac_log2": result.curve.aurac_log2,
+                                               "step": len(result.losses), "train_loss": result.losses[-1],
+                                               **{f"acc_rank_{k}": a for k, a in zip(result.curve.ranks,
+                                                                                     result.curve.accuracy)}}}
+    final(payload, latest_checkpoint(trial_dir / "checkpoints") if rank == 0 else None)
+
+
+# ---- one Tune trial ----------------------------------------------------------------------
+
+def trial_driver(config: dict) -> None:
+    """A Tune function trainable: open/continue the MLflow run, train with TorchTrainer, log."""
+    import ray.train
+    from ray import tune
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    spec, ctx = TrialSpec(**{k: v for k, v in config["spec"].items() if k != "trial_id"}), config["ctx"]
+    exp = Experiment.model_validate(ctx["experiment"])
+    rc = run_config(exp, spec)
+    out, uri = Path(ctx["output_dir"]), ctx["tracking_uri"]
+    params = {"arm": spec.arm, "method": spec.method, "rank": spec.rank, "lr": spec.lr, "seed": spec.seed,
+              "p_schedule": spec.p_schedule if spec.method == "matryoshka" else "-", "model": exp.model,
+              "dataset": exp.tasks.train.name, "eval_dataset": exp.tasks.eval.name, "scaling": exp.adapter.scaling,
+              "alpha": exp.adapter.alpha, "eval_ranks": ",".join(map(str, rc.adapter.eval_ranks)),
+              "steps": exp.training.steps, "batch_size": exp.training.batch_size,
+              "workers": exp.resources.workers_per_trial}
+    tags = {"mlora.arm": spec.arm, "ray.trial_id": tune.get_context().get_trial_id() or "",
+            "ray.job_id": os.environ.get("RAY_JOB_ID", "") or ctx.get("job_id", "")}
+    run_id = tracking.trial_run(uri, ctx["experiment_id"], ctx["parent_run_id"], spec.trial_id, params, tags)
+    res = exp.resources
+    per_worker = {"CPU": res.cpus_per_worker, **({"GPU": res.gpus_per_worker} if res.gpus_per_worker else {})}
+    trainer = TorchTrainer(
+        worker_loop,
+        train_loop_config={"run_config": rc.to_dict(), "trial_dir": str(out / "trials" / spec.trial_id)},
+        scaling_config=ray.train.ScalingConfig(num_workers=res.workers_per_trial, use_gpu=res.gpus_per_worker > 0,
+                                               resources_per_worker=per_worker),
+        run_config=ray.train.RunConfig(
+            name=spec.trial_id,  # deterministic: a restarted trial finds its Train run and checkpoints
+            storage_path=str(Path(ctx["storage_path"]) / "train"),
+            failure_config=ray.train.FailureConfig(max_failures=res.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+            callbacks=[TuneReportCallback()],
+        ),
+    )
+    try:
+        result = trainer.fit()
+        if result.checkpoint is None:
+            raise TrialFailed(f"trial {spec.trial_id} ended without a final report ({result.error or 'no error'})")
+        with result.checkpoint.as_directory() as d:
+            payload = json.loads(Path(d, "final.json").read_text())
+            if "error" in payload:
+                raise TrialFailed(payload["error"])
+            adapter = Path(d, "adapter")
+            tracking.log_trial_result(uri, run_id, payload, str(adapter) if adapter.is_dir() else None)
+    except BaseException as e:  # includes Ray's TrainingFailedError: keep the reason, mark FAILED
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        tracking.fail_trial(uri, run_id, reason)
+        raise TrialFailed(reason) from None
+
+
+# ---- the sweep ------------------------------------------------------------------------------
+
+def _init_ray(num_cpus_hint: int) -> None:
+    import ray
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    if os.environ.get("RAY_ADDRESS"):  # an existing cluster, or inside `ray job submit`
+        ray.init(log_to_driver=True)
+    else:  # a local one: no dashboard, nothing bound beyond 127.0.0.1
+        ray.init(num_cpus=max(num_cpus_hint, os.cpu_count() or 1), include_dashboard=False,
+                 log_to_driver=False, _node_ip_address="127.0.0.1")
+
+
+def prepare_output_dir(out: Path, resume: bool, overwrite: bool) -> dict | None:
+    """The existing sweep.json when resuming; refuses to clobber a sweep by accident (ray#35812)."""
+    existing = (out / SWEEP_FILE).is_file()
+    if resume:
+        if not existing:
+            raise ValueError(f"--resume: {out} holds no sweep to resume (no {SWEEP_FILE})")
+        return read_json(out / SWEEP_FILE)
+    if existing and not overwrite:
+        raise ValueError(f"{out} already holds a sweep; pass --resume to continue it or --overwrite to replace it")
+    if existing and overwrite:
+        shutil.rmtree(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_bytes(b"\0" * 1024 * 1024)  # 1 MiB: catches read-only and full disks before training
+        probe.unlink()
+    except OSError as e:
+        raise ValueError(f"output dir {out} is not writable: {e.strerror or e}") from None
+    return None
+
+
+def run_sweep(exp: Experiment, config_path: str | None = None, resume: bool = False, overwrite: bool = False,
+              tracking_uri: str | None = None, output_dir: str | None = None) -> int:
+    from ray import tune
+
+    if output_dir:
+        exp = exp.model_copy(update={"output_dir": output_dir})
+    out = exp.out_dir.resolve()
+    state = prepare_output_dir(out, resume, overwrite)
+    uri = (state or {}).get("tracking_uri") or tracking_uri or exp.tracking_uri
+    trials = plan(exp)
+    if state is None:
+        default_store = exp.tracking.uri is None and tracking_uri is None
+        exp_id, parent = tracking.start_sweep_run(
+            uri, exp.tracking.experiment or exp.name, f"sweep-{time.strftime('%Y%m%d-%H%M%S')}",
+            params={"model": exp.model, "trials": len(trials), "config": config_path or "-"},
+            tags={"mlora.config": json.dumps(exp.model_dump(mode="json"))[:5000]},
+            artifact_location=(out / "mlartifacts").as_uri() if default_store else None)
+        state = {"tracking_uri": uri, "experiment_id": exp_id, "parent_run_id": parent,
+                 "experiment": exp.model_dump(mode="json"), "trials": [t.as_dict() for t in trials]}
+        write_json(out / SWEEP_FILE, state)
+        if config_path:
+            shutil.copy2(config_path, out / "experiment.yaml")
+    print(f"sweep {exp.name}: {len(trials)} trials -> {out}\nMLflow: {uri} (parent run {state['parent_run_id']})",
+          flush=True)
+    res = exp.resources
+    _init_ray(res.max_concurrent_trials * res.workers_per_trial * int(max(1, res.cpus_per_worker)))
+    ctx = {"experiment": state["experiment"], "output_dir": str(out), "tracking_uri": uri,
+           "experiment_id": state["experiment_id"], "parent_run_id": state["parent_run_id"],
+           "storage_path": str(out / "ray")}
+    # the driver holds no CPU (its workers do); a 1-byte memory request gives it a valid bundle
+    trainable = tune.with_resources(trial_driver, {"CPU": 0, "memory": 1})
+    tune_path = out / "ray" / "tune"
+    if resume and tune.Tuner.can_restore(str(tune_path)):
+        tuner = tune.Tuner.restore(str(tune_path), trainable=trainable, resume_unfinished=True, resume_errored=True)
+    else:
+        scheduler = None
+        if exp.early_stopping.asha:
+            from ray.tune.schedulers import ASHAScheduler
+            scheduler = ASHAScheduler(time_attr="step", metric="train_loss", mode="min",
+                                      grace_period=exp.early_stopping.grace_period,
+                                      reduction_factor=exp.early_stopping.reduction_factor,
+                                      max_t=exp.training.steps)
+        tuner = tune.Tuner(
+            trainable,
+            param_space={"spec": tune.grid_search(state["trials"]), "ctx": ctx},
+            tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=res.max_concurrent_trials,
+                                        scheduler=scheduler),
+            run_config=tune.RunConfig(name="tune", storage_path=str(out / "ray"), verbose=1,
+                                      failure_config=tune.FailureConfig(max_failures=0)),
+        )
+    grid = tuner.fit()
+    return finish_sweep(out, state, grid)
+
+
+def finish_sweep(out: Path, state: dict, grid) -> int:
+    """Mark stopped trials, print the summary, write the report, register; exit code."""
+    uri = state["tracking_uri"]
+    runs = {r.data.tags.get("mlora.trial_id"): r for r in tracking.trial_runs(uri, state["parent_run_id"])}
+    failed = []
+    for r in grid:
+        tid = r.config["spec"]["trial_id"]
+        run = runs.get(tid)
+        if r.error is not None:
+            failed.append(tid)
+        elif run is not None and run.info.status == "RUNNING":  # stopped early (ASHA) before its final log
+            tracking.fail_trial(uri, run.info.run_id, "stopped early by the scheduler")
+    from .results import load_sweep, print_summary
+    summary = print_summary(load_sweep(uri, state["parent_run_id"]))
+    tracking.end_sweep_run(uri, state["parent_run_id"], len(failed), summary)
+    try:
+        from .report import write_report
+        print(f"report: {write_report(out, tracking_uri=uri)}")
+    except ImportError:
+        pass
+    exp = Experiment.model_validate(state["experiment"])
+    if exp.registry.enabled:
+        try:
+            from .registry import register_sweep
+            print(f"registered: {register_sweep(out, tracking_uri=uri)}")
+        except ImportError:
+            pass
+        except ValueError as e:
+            print(f"registry: skipped ({e})")
+    print(f"\nMLflow UI: mlflow ui --backend-store-uri {uri} --host 127.0.0.1", flush=True)
+    if failed:
+        print(f"{len(failed)} of {len(grid)} trials failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0

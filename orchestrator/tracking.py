@@ -1,0 +1,135 @@
+"""MLflow tracking: the only module that writes runs. Parent run = sweep, nested run = trial.
+
+The tracking URI is passed explicitly everywhere (ray#36257) and never through
+MLFLOW_RUN_ID (mlflow#15713). A trial's run is found again by its `trial_id` tag under
+the parent, so a retried or resumed trial continues its own run: never a duplicate.
+"""
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from pathlib import Path
+
+from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.tracking import MlflowClient
+
+PARENT_TAG = "mlflow.parentRunId"
+
+
+def client(tracking_uri: str) -> MlflowClient:
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+def _now_ms() -> int:
+    import time
+    return int(time.time() * 1000)
+
+
+def experiment_id(c: MlflowClient, name: str, artifact_location: str | None = None) -> str:
+    exp = c.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    return c.create_experiment(name, artifact_location=artifact_location)
+
+
+def start_sweep_run(tracking_uri: str, experiment: str, sweep_name: str, params: dict, tags: dict,
+                    artifact_location: str | None = None) -> tuple[str, str]:
+    """(experiment id, parent run id)."""
+    c = client(tracking_uri)
+    exp_id = experiment_id(c, experiment, artifact_location)
+    run = c.create_run(exp_id, run_name=sweep_name, tags={**tags, "mlora.kind": "sweep"})
+    _log_params(c, run.info.run_id, params)
+    return exp_id, run.info.run_id
+
+
+def _log_params(c: MlflowClient, run_id: str, params: dict) -> None:
+    """Params are logged once; a resumed run keeps the values it has (MLflow forbids changes)."""
+    have = c.get_run(run_id).data.params
+    new = [Param(k, str(v)[:6000]) for k, v in params.items() if k not in have]
+    for i in range(0, len(new), 100):
+        c.log_batch(run_id, params=new[i:i + 100])
+
+
+def trial_run(tracking_uri: str, exp_id: str, parent_run_id: str, trial_id: str, params: dict,
+              tags: dict) -> str:
+    """Create the trial's nested run, or continue the one it already has."""
+    c = client(tracking_uri)
+    found = c.search_runs([exp_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}' "
+                                                  f"and tags.`mlora.trial_id` = '{trial_id}'")
+    if found:
+        run_id = found[0].info.run_id
+        c.update_run(run_id, status="RUNNING")
+        c.set_tag(run_id, "mlora.restarts", str(int(found[0].data.tags.get("mlora.restarts", "0")) + 1))
+    else:
+        run = c.create_run(exp_id, run_name=trial_id,
+                           tags={PARENT_TAG: parent_run_id, "mlora.trial_id": trial_id, "mlora.kind": "trial", **tags})
+        run_id = run.info.run_id
+    _log_params(c, run_id, params)
+    for k, v in tags.items():
+        c.set_tag(run_id, k, str(v))
+    return run_id
+
+
+def log_trial_result(tracking_uri: str, run_id: str, result: dict, adapter_dir: str | None) -> None:
+    """Per-step loss, per-rank accuracy, AURAC, cost, adapter + rank curve artifacts; FINISHED."""
+    c = client(tracking_uri)
+    ts = _now_ms()
+    curve, cost = result["curve"], result["cost"]
+    metrics = []
+    if not c.get_metric_history(run_id, "train_loss"):  # once, even if the run is resumed later
+        metrics += [Metric("train_loss", v, ts, i + 1) for i, v in enumerate(result["losses"]) if math.isfinite(v)]
+    for k, acc, loss in zip(curve["ranks"], curve["accuracy"], curve["eval_loss"]):
+        metrics += [Metric(f"acc_rank_{k}", acc, ts, 0), Metric(f"eval_loss_rank_{k}", loss, ts, 0)]
+    metrics += [Metric("aurac", curve["aurac"], ts, 0), Metric("aurac_log2", curve["aurac_log2"], ts, 0)]
+    metrics += [Metric(k, float(v), ts, 0) for k, v in cost.items()]
+    metrics += [Metric(k, float(result[k]), ts, 0) for k in ("trainable_params", "peak_memory_mb", "setup_seconds",
+                                                               "truncated_examples") if k in result]
+    for i in range(0, len(metrics), 1000):
+        c.log_batch(run_id, metrics=metrics[i:i + 1000])
+    with tempfile.TemporaryDirectory() as tmp:
+        Path(tmp, "rank_curve.json").write_text(json.dumps(curve, indent=2))
+        Path(tmp, "result.json").write_text(json.dumps(result, indent=2))
+        c.log_artifact(run_id, str(Path(tmp, "rank_curve.json")))
+        c.log_artifact(run_id, str(Path(tmp, "result.json")))
+    if adapter_dir and Path(adapter_dir).is_dir():
+        c.log_artifacts(run_id, adapter_dir, artifact_path="adapter")
+    c.set_tag(run_id, "mlora.status", "finished")
+    c.set_terminated(run_id, status="FINISHED")
+
+
+def fail_trial(tracking_uri: str, run_id: str, reason: str) -> None:
+    c = client(tracking_uri)
+    c.set_tag(run_id, "mlora.status", "failed")
+    c.set_tag(run_id, "mlora.error", reason[:4000])
+    c.set_terminated(run_id, status="FAILED")
+
+
+def end_sweep_run(tracking_uri: str, run_id: str, failed: int, summary: dict | None = None) -> None:
+    c = client(tracking_uri)
+    if summary:
+        ts = _now_ms()
+        c.log_batch(run_id, metrics=[Metric(k, float(v), ts, 0) for k, v in summary.items()
+                                     if isinstance(v, (int, float)) and math.isfinite(v)])
+    c.set_tag(run_id, "mlora.failed_trials", str(failed))
+    c.set_terminated(run_id, status="FINISHED" if not failed else "FAILED")
+
+
+def trial_runs(tracking_uri: str, parent_run_id: str) -> list:
+    """Every nested trial run of a sweep (mlflow Run objects)."""
+    c = client(tracking_uri)
+    parent = c.get_run(parent_run_id)
+    return c.search_runs([parent.info.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'",
+                         max_results=10_000)
+
+
+def metric_history(tracking_uri: str, run_id: str, key: str) -> list[tuple[int, float]]:
+    return [(m.step, m.value) for m in client(tracking_uri).get_metric_history(run_id, key)]
+
+
+def run_status(tracking_uri: str, run_id: str) -> str:
+    return client(tracking_uri).get_run(run_id).info.status
+
+
+__all__ = ["start_sweep_run", "trial_run", "log_trial_result", "fail_trial", "end_sweep_run", "trial_runs",
+           "metric_history", "run_status", "client", "RunStatus", "RunTag"]
