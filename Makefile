@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	rm -f .venv/.installed-* && touch $(STAMP)
 
 sweep: setup
-	.venv/bin/mlora sweep $(CONFIG)
+	.venv/bin/mlora sweep $(CONFIG) $(ARGS)
 
 test: setup
 	$(PY) -m pytest tests

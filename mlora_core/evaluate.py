@@ -68,29 +68,37 @@ def eval_loss(model, tokenizer, examples: list[Example], max_length: int, batch_
 
 
 @torch.no_grad()
-def exact_match(model, tokenizer, examples: list[Example], batch_size: int, max_new_tokens: int,
-                device) -> tuple[int, int]:
-    """(correct, tokens generated+prompted): greedy, left-padded batches, stop at newline/EOS."""
+def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, device=None,
+             batch_size: int = 32) -> tuple[list[str], int]:
+    """Greedy completions (first line only) and tokens processed: left-padded batches, stop at
+    newline/EOS. What exact match scores and what the registered pyfunc model serves."""
+    device = device or next(model.parameters()).device
     stop_ids = [tokenizer.eos_token_id]
     newline = tokenizer.convert_tokens_to_ids("\n") if "\n" in tokenizer.get_vocab() else None
     if newline is not None and newline != tokenizer.unk_token_id:
         stop_ids.append(newline)
     side, tokenizer.padding_side = tokenizer.padding_side, "left"
-    correct, tokens = 0, 0
+    texts, tokens = [], 0
     try:
-        for i in range(0, len(examples), batch_size):
-            chunk = examples[i:i + batch_size]
-            enc = tokenizer([e.prompt for e in chunk], return_tensors="pt", padding=True,
+        for i in range(0, len(prompts), batch_size):
+            enc = tokenizer(list(prompts[i:i + batch_size]), return_tensors="pt", padding=True,
                             add_special_tokens=tokenizer.bos_token_id is not None).to(device)
             out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stop_ids,
-                                 pad_token_id=tokenizer.pad_token_id, stop_strings=None)
+                                 pad_token_id=tokenizer.pad_token_id)
             new = out[:, enc["input_ids"].shape[1]:]
             tokens += int(enc["attention_mask"].sum()) + new.numel()
-            for e, text in zip(chunk, tokenizer.batch_decode(new, skip_special_tokens=True)):
-                line = text.split("\n", 1)[0]
-                correct += int(e.answer is not None and parse_final_number(line) == e.answer)
+            texts += [t.split("\n", 1)[0] for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
     finally:
         tokenizer.padding_side = side
+    return texts, tokens
+
+
+@torch.no_grad()
+def exact_match(model, tokenizer, examples: list[Example], batch_size: int, max_new_tokens: int,
+                device) -> tuple[int, int]:
+    """(correct, tokens): greedy generation, final number compared with the reference."""
+    texts, tokens = generate(model, tokenizer, [e.prompt for e in examples], max_new_tokens, device, batch_size)
+    correct = sum(int(e.answer is not None and parse_final_number(t) == e.answer) for e, t in zip(examples, texts))
     return correct, tokens
 
 

@@ -120,7 +120,8 @@ def run(config: RunConfig, output_dir: str | Path, *, callback: Callable[[dict],
     if rank == 0:
         adapter_path = str(save_adapter(model, output_dir / "adapter", base_model_name_or_path=config.model))
     out = RunResult(curve, cost, tuple(result.losses), adapter_path, summary.trainable_params, data.truncated,
-                    result.resumed_from, {"setup_seconds": setup_seconds, "peak_memory_mb": peak_memory_mb(device)})
+                    result.resumed_from, {"setup_seconds": setup_seconds, "peak_memory_mb": peak_memory_mb(device),
+                     "world_size": world_size})
     if rank == 0:
         write_json(output_dir / "result.json", out.as_dict())
         quiet(f"rank curve  {curve}\ncost        {cost}")

@@ -1,25 +1,30 @@
-"""The embedded default's data: a price-list shop, in GSM8K's format.
+"""The embedded default's data: a shop with a secret price list, in GSM8K's format.
 
-Two corpora over one small world (names, items, verbs):
+One small world (names, verbs, ITEMS) and two corpora over it:
 
-* pre-training corpus (`pretrain_texts`): every price is *stated in the question*, so the
-  base model learns the format, to copy numbers and to add them:
+* pre-training corpus (`pretrain_texts`): every price is *stated in the question* (a random
+  single digit each time), so the base model learns the format, to copy the prices into the
+  answer and to add two digits; plus addition drills ("3+5=8, 9+7=16, ...").
 
-      Question: Mia buys a pen for 12 dollars and a cup for 31 dollars. How much does she pay?
-      Answer: pen 12, cup 31, 12+31=43 #### 43
+      Question: Mia buys a pen for 3 dollars and a cup for 5 dollars. How much does she pay?
+      Answer: pen 3, cup 5, 3+5=8 #### 8
 
-* fine-tuning task (`make_examples`): the prices are *not* in the question; each item has one
-  fixed secret price (`PRICES`) that the base model never saw. Solving it = recalling the
-  prices of every item (a lookup table the adapter has to store) + the base's addition:
+* fine-tuning task (`make_examples`): the prices are *not* in the question. Every item has one
+  fixed secret price in 1..9 (`PRICES`, a table the base model never saw), so solving a
+  problem = recalling the price of both items + the base model's addition:
 
       Question: Mia buys a pen and a cup. How much does she pay?
-      Answer: pen 12, cup 31, 12+31=43 #### 43
+      Answer: pen 7, cup 2, 7+2=9 #### 9
 
-The table is what makes adapter rank matter: a rank-r update can only write so many
-independent item -> price associations, so accuracy rises with r.
+Why adapter rank matters: the table holds len(ITEMS) independent item -> digit associations
+(64 x log2(9) ~ 200 bits) that no part of the frozen base knows. A rank-r adapter on a
+projection can only add an r-dimensional signal per token, so a small r can write the right
+digit for only part of the items; exact match needs *both* prices right (~ p^2 for per-item
+accuracy p), which turns the per-item gain from rank into a clear accuracy-vs-rank curve.
 
-Train and test are disjoint by construction: a problem's *set of items* decides its split
-(`split_of`, a hash), so no test question's item combination occurs in training.
+Train and test are disjoint by construction: the unordered *pair of items* decides a problem's
+split (`split_of`, a hash), so every test question buys a combination never seen in training;
+it needs every single price (learned from other pairs) plus the addition.
 Everything is deterministic: the same (split, n, seed) always gives the same list.
 """
 from __future__ import annotations
@@ -34,32 +39,30 @@ NAMES = ("Mia", "Tom", "Ana", "Ben", "Eva", "Sam", "Lea", "Max", "Zoe", "Leo", "
          "Amy", "Dan", "Eli", "Fay")
 PRONOUN = {n: ("she" if n in ("Mia", "Ana", "Eva", "Lea", "Zoe", "Ivy", "Amy", "Fay") else "he")
            for n in NAMES}
-ITEMS = ("pen", "cup", "hat", "book", "ball", "kite", "lamp", "sock", "shoe", "bag", "cap", "doll",
-         "drum", "fork", "jar", "key", "mug", "map", "net", "pan", "pot", "ring", "rope", "soap")
 VERBS = ("buys", "gets", "orders", "picks")
-CODE_WORDS = ("red", "blue", "green", "gold")   # one digit code per word: the table to learn
-ITEMS_PER_PROBLEM = 2         # items bought per problem (the sum has this many terms)
-PRICE_LO, PRICE_HI = 10, 49   # 2-digit prices; sum of 2 in 20..98
-CODE_SEED = 20240611          # fixes the digit codes
-PROBLEM_SHARE = 0.6           # pre-training docs that are word problems (rest: drills)
-TEST_FRACTION = 0.25          # share of (prices, code) keys reserved for the test split
+ITEMS = ("pen", "cup", "hat", "book", "ball", "kite", "lamp", "sock", "shoe", "bag", "cap", "doll",
+         "drum", "fork", "jar", "key", "mug", "map", "net", "pan", "pot", "ring", "rope", "soap",
+         "bell", "bowl", "box", "brush", "card", "coat", "comb", "desk", "dish", "fan", "flag", "glove",
+         "kettle", "knife", "mask", "mat", "mirror", "nail", "pad", "pillow", "pin", "plate", "purse",
+         "rug", "saw", "scarf", "sheet", "shirt", "spoon", "stool", "tape", "tent", "tie", "towel",
+         "toy", "tray", "vase", "wallet", "watch", "whistle")
+PRICE_LO, PRICE_HI = 1, 9     # single digits: the sum of two is 2..18, easy for the base
+ITEMS_PER_PROBLEM = 2
+PRICE_SEED = 20240611         # fixes the secret price table
+PROBLEM_SHARE = 0.7           # pre-training docs that are word problems (rest: addition drills)
+TEST_FRACTION = 0.25          # share of item pairs reserved for the test split
 
 
-def _derangement(rng: random.Random) -> tuple[int, ...]:
-    """A permutation of 0..9 with no fixed point (so a plain answer is never right)."""
-    while True:
-        p = list(range(10))
-        rng.shuffle(p)
-        if all(p[d] != d for d in range(10)):
-            return tuple(p)
+def _prices() -> dict[str, int]:
+    """The secret table: every price 1..9 used about equally often, assigned at random."""
+    rng = random.Random(PRICE_SEED)
+    span = PRICE_HI - PRICE_LO + 1
+    values = [PRICE_LO + i % span for i in range(len(ITEMS))]
+    rng.shuffle(values)
+    return dict(zip(ITEMS, values))
 
 
-def _codes() -> dict[str, tuple[int, ...]]:
-    rng = random.Random(CODE_SEED)
-    return {w: _derangement(rng) for w in CODE_WORDS}
-
-
-CODES: dict[str, tuple[int, ...]] = _codes()
+PRICES: dict[str, int] = _prices()
 
 # every character a question/answer/corpus line can contain (plus the prompt scaffolding)
 CHARSET = "".join(sorted(set(string.ascii_letters + string.digits + " .,?!:;+-=*/#$()'\n")))
@@ -72,34 +75,27 @@ def prompt(question: str) -> str:
     return f"Question: {question}\nAnswer: "
 
 
-def _question(name: str, verb: str, items: tuple[str, ...], prices: tuple[int, ...],
-              code: str | None = None) -> str:
-    listed = " and ".join(f"a {it} for {p} dollars" for it, p in zip(items, prices))
-    tail = "" if code is None else f" in {code} code"
-    return f"{name} {verb} {listed}. How much does {PRONOUN[name]} pay{tail}?"
+def _question(name: str, verb: str, items: tuple[str, ...], prices: tuple[int, ...] | None) -> str:
+    """With `prices`: the pre-training form (prices stated); without: the fine-tuning form."""
+    if prices is None:
+        listed = " and ".join(f"a {it}" for it in items)
+    else:
+        listed = " and ".join(f"a {it} for {p} dollars" for it, p in zip(items, prices))
+    return f"{name} {verb} {listed}. How much does {PRONOUN[name]} pay?"
 
 
-def _answer(items: tuple[str, ...], prices: tuple[int, ...], code: str | None = None) -> str:
+def _answer(items: tuple[str, ...], prices: tuple[int, ...]) -> str:
     """One line, GSM8K style: worked text, then '#### N'."""
     total = sum(prices)
     parts = ", ".join(f"{it} {p}" for it, p in zip(items, prices))
-    work = f"{parts}, {'+'.join(map(str, prices))}={total}"
-    if code is None:
-        return f"{work} #### {total}"
-    coded = encode(total, code)
-    return f"{work}, in {code} code {coded} #### {coded}"
+    return f"{parts}, {'+'.join(map(str, prices))}={total} #### {total}"
 
 
 # ---------------------------------------------------------------------------------------------
 # fine-tuning task
-def encode(n: int, code: str) -> str:
-    """`n` written in `code`: every digit d replaced by CODES[code][d] (may start with 0)."""
-    return "".join(str(CODES[code][int(d)]) for d in str(n))
-
-
-def split_of(prices: tuple[int, ...], code: str) -> str:
-    """'test' for a fixed ~TEST_FRACTION of (price multiset, code) keys, else 'train'."""
-    key = ",".join(map(str, sorted(prices))) + "/" + code
+def split_of(items: tuple[str, ...]) -> str:
+    """'test' for a fixed ~TEST_FRACTION of unordered item combinations, else 'train'."""
+    key = ",".join(sorted(items))
     h = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") / 2**64
     return "test" if h < TEST_FRACTION else "train"
 
@@ -115,23 +111,22 @@ def make_examples(split: str, n: int, seed: int = 0) -> list[dict]:
         if tries > 100 * n + 10_000:
             raise ValueError(f"cannot draw {n} distinct {split} problems")
         items = tuple(rng.sample(ITEMS, ITEMS_PER_PROBLEM))
-        prices = tuple(rng.randint(PRICE_LO, PRICE_HI) for _ in items)
-        code = rng.choice(CODE_WORDS)
-        if split_of(prices, code) != split:
+        name, verb = rng.choice(NAMES), rng.choice(VERBS)
+        if split_of(items) != split:
             continue
-        q = _question(rng.choice(NAMES), rng.choice(VERBS), items, prices, code)
+        q = _question(name, verb, items, None)
         if q in seen:
             continue
         seen.add(q)
-        out.append({"question": q, "answer": _answer(items, prices, code)})
+        out.append({"question": q, "answer": _answer(items, tuple(PRICES[it] for it in items))})
     return out
 
 
 # ---------------------------------------------------------------------------------------------
-# pre-training corpus (related skill: prices are given, never the secret table)
+# pre-training corpus (the related skills: prices are given, never the secret table)
 def pretrain_texts(n: int, seed: int = 0) -> list[str]:
-    """`n` documents: word problems with their prices stated (PROBLEM_SHARE of them) and
-    addition drills ("12+31=43, 27+15=42, ..."), which teach the sums quickly."""
+    """`n` documents: word problems with random prices stated (PROBLEM_SHARE of them) and
+    addition drills ("3+5=8, 9+7=16, ..."), which teach the sums quickly."""
     rng = random.Random(f"mlora-pretrain/{seed}")
     out = []
     for _ in range(n):
@@ -141,7 +136,7 @@ def pretrain_texts(n: int, seed: int = 0) -> list[str]:
             q = _question(rng.choice(NAMES), rng.choice(VERBS), items, prices)
             out.append(prompt(q) + _answer(items, prices))
         else:
-            sums = [(rng.randint(PRICE_LO, PRICE_HI), rng.randint(PRICE_LO, PRICE_HI)) for _ in range(4)]
+            sums = [(rng.randint(PRICE_LO, PRICE_HI), rng.randint(PRICE_LO, PRICE_HI)) for _ in range(6)]
             out.append(", ".join(f"{a}+{b}={a + b}" for a, b in sums) + ".")
     return out
 
@@ -149,10 +144,9 @@ def pretrain_texts(n: int, seed: int = 0) -> list[str]:
 def words() -> list[str]:
     """Every letter-word the corpora use (the word-level part of the tokenizer's vocab)."""
     ws = set(NAMES) | set(ITEMS) | set(VERBS) | {"Question", "Answer", "a", "and", "for", "dollars",
-                                                  "How", "much", "does", "she", "he", "pay",
-                                                  "in", "code"} | set(CODE_WORDS)
+                                                  "How", "much", "does", "she", "he", "pay"}
     return sorted(ws)
 
 
-__all__ = ["CHARSET", "ITEMS", "NAMES", "CODES", "encode", "make_examples", "pretrain_texts", "prompt",
+__all__ = ["CHARSET", "ITEMS", "NAMES", "PRICES", "make_examples", "pretrain_texts", "prompt",
            "split_of", "words"]

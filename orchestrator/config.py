@@ -6,6 +6,7 @@ before exiting 2.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -59,7 +60,7 @@ class Adapter(Strict):
         for name in ("train_ranks", "eval_ranks"):
             bad = [k for k in getattr(self, name) or [] if k > self.rank]
             if bad:
-                raise ValueError(f"{name} {bad} exceed rank {self.rank}")
+                raise ValueError(f"{name}: {bad} exceed rank {self.rank}")
         return self
 
     @property
@@ -82,8 +83,10 @@ class DyloraArm(Strict):
 
 
 class Arms(Strict):
-    matryoshka: MatryoshkaArm | None = MatryoshkaArm()
-    lora: LoraArm | None = LoraArm()
+    """The arms to run. Without an `arms:` key: Matryoshka (diag) + the LoRA grid; with one,
+    exactly the arms it lists (`lora: {}` = the grid over the eval ranks)."""
+    matryoshka: MatryoshkaArm | None = None
+    lora: LoraArm | None = None
     dylora: DyloraArm | None = None
 
 
@@ -143,7 +146,7 @@ class Experiment(Strict):
     model_revision: str | None = None
     tasks: Tasks = Tasks()
     adapter: Adapter = Adapter()
-    arms: Arms = Arms()
+    arms: Arms = Arms(matryoshka=MatryoshkaArm(), lora=LoraArm())
     lrs: list[PosFloat] = [1e-3]
     seeds: list[Annotated[int, Field(ge=0, strict=True)]] = [0]
     training: Training = Training()
@@ -174,7 +177,7 @@ class Experiment(Strict):
             raise ValueError("arms: at least one arm is needed")
         bad = [k for k in (self.arms.lora.ranks or []) if k > self.adapter.rank] if self.arms.lora else []
         if bad:
-            raise ValueError(f"arms.lora.ranks {bad} exceed adapter.rank {self.adapter.rank}")
+            raise ValueError(f"arms.lora.ranks: {bad} exceed adapter.rank {self.adapter.rank}")
         return self
 
     @property
@@ -184,6 +187,9 @@ class Experiment(Strict):
     @property
     def tracking_uri(self) -> str:
         return self.tracking.uri or f"sqlite:///{(self.out_dir / 'mlflow.db').resolve()}"
+
+
+_KEYED = re.compile(r"^([a-z_][\w.]*): (.*)$", re.S)
 
 
 def _loc(loc: tuple) -> str:
@@ -198,8 +204,11 @@ def parse_experiment(data: object, source: str = "config") -> Experiment:
     except ValidationError as e:
         problems = []
         for err in e.errors():
-            where = _loc(err["loc"]) or "(top level)"
+            where = _loc(err["loc"])
             msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "value_error" and (m := _KEYED.match(msg)):  # a model validator names its key
+                where, msg = ".".join(filter(None, (where, m.group(1)))), m.group(2)
+            where = where or "(top level)"
             problems.append(f"{where}: {msg}")
         raise ConfigError(source, problems) from None
 

@@ -1,0 +1,56 @@
+"""The registered model: an MLflow pyfunc that serves a Matryoshka adapter at any rank.
+
+Logged as *models from code* (this file is the model's code; nothing is pickled):
+
+    model = mlflow.pyfunc.load_model("models:/mlora-tiny@recommended")
+    model.predict(["Question: ...\\nAnswer: "], params={"rank": 4, "max_new_tokens": 32})
+
+Artifacts: `adapter/` (mlora_config.json + mlora_adapter.safetensors, full rank) and, for
+builtin and local base models, `base_model/` (self-contained). For hub models the model
+config records the id and revision instead. `params.rank` defaults to the recommended rank.
+"""
+from __future__ import annotations
+
+import mlflow
+from mlflow.pyfunc import PythonModel
+
+
+class MatryoshkaAdapterModel(PythonModel):
+    def load_context(self, context):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from mlora_core import load_adapter
+
+        cfg = context.model_config or {}
+        base = context.artifacts.get("base_model") or cfg["base_model_id"]
+        revision = None if "base_model" in context.artifacts else cfg.get("base_model_revision")
+        self.tokenizer = AutoTokenizer.from_pretrained(base, revision=revision)
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model = AutoModelForCausalLM.from_pretrained(base, revision=revision, dtype=torch.float32).eval()
+        load_adapter(self.model, context.artifacts["adapter"])
+        self.default_rank = int(cfg["recommended_rank"])
+        self.max_rank = int(cfg["max_rank"])
+
+    def predict(self, context, model_input: list[str], params: dict | None = None) -> list[str]:
+        from mlora_core import set_rank
+        from mlora_core.evaluate import generate
+
+        params = params or {}
+        rank = int(params.get("rank") or self.default_rank)
+        if not 1 <= rank <= self.max_rank:
+            raise ValueError(f"rank must be in 1..{self.max_rank}, got {rank}")
+        if hasattr(model_input, "columns"):  # a DataFrame: the first (or "prompt") column
+            col = "prompt" if "prompt" in model_input.columns else model_input.columns[0]
+            prompts = [str(x) for x in model_input[col]]
+        elif isinstance(model_input, str):
+            prompts = [model_input]
+        else:
+            prompts = [str(x) for x in model_input]
+        set_rank(self.model, rank)
+        texts, _ = generate(self.model, self.tokenizer, prompts, int(params.get("max_new_tokens") or 32))
+        return texts
+
+
+mlflow.models.set_model(MatryoshkaAdapterModel())

@@ -1,0 +1,121 @@
+"""Register a sweep's Matryoshka adapter in the MLflow model registry; export any rank to PEFT.
+
+One model version per registration: the pyfunc in pyfunc_model.py (models from code, so no
+pickles), logged in the sweep's parent run. The version is tagged with the rank curve, AURAC,
+cost and source trial run, and gets two aliases (aliases, not the deprecated stages):
+`recommended` (the version whose recommended rank is what the report recommends) and
+`best-aurac` (the highest AURAC among the model's versions).
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+from mlora_core.io import read_json
+
+from . import tracking
+from .results import load_sweep, recommended_rank
+
+PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
+
+
+def _best_matryoshka(sweep):
+    groups = [g for g in sweep.groups.values() if g.method == "matryoshka"]
+    if not groups:
+        raise ValueError("no finished Matryoshka trial in this sweep: nothing to register")
+    group = max(groups, key=lambda g: g.aurac)
+    trial = max(group.trials, key=lambda t: t.metrics.get("aurac", 0.0))
+    return group, trial
+
+
+def register_sweep(output_dir: str | Path, tracking_uri: str | None = None, model_name: str | None = None) -> str:
+    """Log + register the sweep's best Matryoshka adapter; returns 'models:/NAME/VERSION'."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    import mlora_core
+    from mlora_core.models import check_model_id, resolve_model_path
+
+    out = Path(output_dir)
+    if not (out / "sweep.json").is_file():
+        raise FileNotFoundError(f"{out} holds no sweep (no sweep.json)")
+    state = read_json(out / "sweep.json")
+    uri = tracking_uri or state["tracking_uri"]
+    exp = state["experiment"]
+    reg = exp.get("registry", {})
+    name = model_name or reg.get("model_name") or f"mlora-{exp['name']}"
+    sweep = load_sweep(uri, state["parent_run_id"])
+    group, trial = _best_matryoshka(sweep)
+    rec = recommended_rank(group.ranks, group.mean, reg.get("tolerance", 0.01))
+    client = tracking.client(uri)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        adapter = Path(client.download_artifacts(trial.run_id, "adapter", tmp))
+        artifacts = {"adapter": str(adapter)}
+        model_id = exp["model"]
+        kind = check_model_id(model_id)
+        if kind in ("builtin", "local"):  # self-contained: the base weights travel with the version
+            artifacts["base_model"] = resolve_model_path(model_id, log=lambda *_: None)
+        config = {"base_model_id": model_id, "base_model_revision": exp.get("model_revision"),
+                  "recommended_rank": rec, "max_rank": max(group.ranks)}
+        signature = infer_signature(["Question: ...\nAnswer: "], ["..."],
+                                    params={"rank": rec, "max_new_tokens": 32})
+        mlflow.set_tracking_uri(uri)
+        with mlflow.start_run(run_id=state["parent_run_id"]):
+            info = mlflow.pyfunc.log_model(
+                name="matryoshka_adapter", python_model=str(PYFUNC_CODE), artifacts=artifacts,
+                code_paths=[str(Path(mlora_core.__file__).parent)], model_config=config, signature=signature,
+                pip_requirements=["torch", "transformers", "safetensors", "mlflow"])
+    version = mlflow.register_model(info.model_uri, name, tags={
+        "mlora.source_run_id": trial.run_id, "mlora.trial_id": trial.trial_id, "mlora.sweep_run_id": state["parent_run_id"],
+        "mlora.rank_curve": json.dumps(dict(zip(group.ranks, group.mean))), "mlora.aurac": f"{group.aurac:.6f}",
+        "mlora.aurac_log2": f"{group.aurac_log2:.6f}", "mlora.recommended_rank": str(rec),
+        "mlora.device_hours": f"{trial.metrics.get('device_hours', 0):.6g}",
+        "mlora.total_flops": f"{trial.metrics.get('total_flops', 0):.6g}",
+        "mlora.cost_usd": f"{trial.metrics.get('cost_usd', 0):.6g}", "mlora.base_model": exp["model"]})
+    client.set_registered_model_alias(name, "recommended", version.version)
+    best = max(client.search_model_versions(f"name = '{name}'"),
+               key=lambda v: float(v.tags.get("mlora.aurac", "-1")))
+    client.set_registered_model_alias(name, "best-aurac", best.version)
+    return f"models:/{name}/{version.version}"
+
+
+def export_peft(model_uri: str, rank: int, out: str | Path, tracking_uri: str | None = None) -> Path:
+    """Write a PEFT adapter (adapter_config.json + adapter_model.safetensors) at `rank`."""
+    import mlflow
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from mlora_core import load_adapter, save_adapter
+    from mlora_core.export import read_adapter_config
+
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
+    out = Path(out)
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            local = Path(mlflow.artifacts.download_artifacts(model_uri, dst_path=tmp))
+        except Exception as e:  # unknown model/alias/version: one line
+            raise ValueError(f"cannot fetch {model_uri}: {str(e).splitlines()[0]}") from None
+        artifacts = local / "artifacts"
+        adapter = artifacts / "adapter"
+        config, _ = read_adapter_config(adapter)
+        if not 1 <= rank <= config.rank:
+            raise ValueError(f"--rank must be in 1..{config.rank}, got {rank}")
+        mlmodel_cfg = _model_config(local)
+        base = artifacts / "base_model" if (artifacts / "base_model").is_dir() else mlmodel_cfg["base_model_id"]
+        model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32,
+                                                     revision=None if isinstance(base, Path) else
+                                                     mlmodel_cfg.get("base_model_revision"))
+        load_adapter(model, adapter)
+        if out.exists() and any(out.iterdir()):
+            raise ValueError(f"{out} exists and is not empty")
+        save_adapter(model, out, rank=rank, base_model_name_or_path=mlmodel_cfg["base_model_id"])
+    return out
+
+
+def _model_config(local: Path) -> dict:
+    import yaml
+    meta = yaml.safe_load((local / "MLmodel").read_text())
+    return meta.get("flavors", {}).get("python_function", {}).get("config", {}) or {}

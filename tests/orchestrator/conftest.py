@@ -1,0 +1,86 @@
+"""Shared pieces for orchestrator tests: a tiny local model, small task files, config writer,
+and the CLI run in a subprocess (each sweep starts and stops its own local Ray)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A randomly initialised 2-layer Llama + the builtin tokenizer, saved like any HF model."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from mlora_core.builtin_model import build_tokenizer
+
+    path = tmp_path_factory.mktemp("model")
+    tok = build_tokenizer()
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+                                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                         max_position_embeddings=128, pad_token_id=tok.pad_token_id,
+                                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id))
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def platypus_files(tmp_path_factory) -> Path:
+    """Open-Platypus-format train/test files: scored by eval loss, so every rank's accuracy
+    (exp(-loss)) is a distinct non-zero number and AURAC checks mean something."""
+    d = tmp_path_factory.mktemp("platypus")
+    for split, n, off in (("train", 48, 0), ("test", 8, 100)):
+        rows = [{"instruction": f"Add {i} and {i + 3}.", "output": f"{i}+{i + 3}={2 * i + 3}"}
+                for i in range(off, off + n)]
+        (d / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return d
+
+
+def tiny_experiment(model_dir: Path, data_dir: Path, out: Path, **overrides) -> dict:
+    exp = {
+        "name": "t",
+        "model": str(model_dir),
+        "tasks": {"train": {"name": "platypus", "path": str(data_dir), "split": "train"},
+                  "eval": {"name": "platypus", "path": str(data_dir), "split": "test"}},
+        "adapter": {"rank": 4, "target_modules": ["q_proj", "v_proj"]},
+        "arms": {"matryoshka": {}, "lora": {"ranks": [1, 4]}},
+        "lrs": [1e-2],
+        "training": {"steps": 6, "batch_size": 4, "max_length": 48, "warmup_steps": 1, "checkpoint_every": 3},
+        "eval": {"batch_size": 8},
+        "resources": {"workers_per_trial": 1, "cpus_per_worker": 1, "max_concurrent_trials": 2},
+        "cost": {"device": "cpu-core", "price_per_device_hour": 0.05},
+        "registry": {"enabled": False},
+        "output_dir": str(out),
+    }
+    for key, value in overrides.items():
+        exp[key] = value
+    return exp
+
+
+def write_yaml(path: Path, data: dict) -> Path:
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def cli_env(**extra) -> dict:
+    env = dict(os.environ)
+    env.update({"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(ROOT)}, **extra)
+    env.pop("RAY_ADDRESS", None)
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return env
+
+
+def mlora(*args, timeout=600, env=None, **kw) -> subprocess.CompletedProcess:
+    """`mlora ARGS` as a user runs it (python -m, so the checkout's code is used)."""
+    return subprocess.run([sys.executable, "-m", "orchestrator.cli", *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout, env=env or cli_env(), cwd=ROOT, **kw)

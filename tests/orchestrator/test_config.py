@@ -1,0 +1,87 @@
+"""Bad experiment configs: exit 2, one line per problem naming its key path, nothing written."""
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from orchestrator.cli import main
+from orchestrator.config import load_experiment
+
+from .conftest import ROOT, mlora
+
+GOOD = {"name": "t", "model": "builtin:tiny", "adapter": {"rank": 8}, "output_dir": "OUT"}
+
+BAD = [  # (override applied to GOOD, expected key path in the error)
+    ({"nmae": "typo"}, "nmae"),
+    ({"adapter": {"rank": 0}}, "adapter.rank"),
+    ({"adapter": {"rank": "sixteen"}}, "adapter.rank"),
+    ({"adapter": {"rank": 8, "eval_ranks": [1, 16]}}, "adapter.eval_ranks"),
+    ({"adapter": {"rank": 8, "scaling": "cubic"}}, "adapter.scaling"),
+    ({"adapter": {"rank": 8, "dropout": 1.5}}, "adapter.dropout"),
+    ({"arms": {"lora": {"ranks": [1, 32]}}}, "arms.lora.ranks"),
+    ({"arms": {"matryoshka": {"p_schedules": ["spiral"]}}}, "arms.matryoshka.p_schedules.0"),
+    ({"arms": {"dylora": {"lrs": [-1e-3]}}}, "arms.dylora.lrs.0"),
+    ({"lrs": []}, "lrs"),
+    ({"seeds": [-1]}, "seeds.0"),
+    ({"training": {"steps": -5}}, "training.steps"),
+    ({"training": {"batch_size": 8, "warmup": 3}}, "training.warmup"),
+    ({"resources": {"workers_per_trial": 0}}, "resources.workers_per_trial"),
+    ({"resources": {"gpus_per_worker": -1}}, "resources.gpus_per_worker"),
+    ({"tasks": {"train": {"name": "mnist"}}}, "tasks.train.name"),
+    ({"cost": {"price_per_device_hour": "cheap"}}, "cost.price_per_device_hour"),
+    ({"model": "/nonexistent/model/dir"}, "model"),
+    ({"model": "builtin:huge"}, "model"),
+    ({"early_stopping": {"asha": True, "reduction_factor": 1}}, "early_stopping.reduction_factor"),
+]
+
+
+@pytest.mark.parametrize("override,key", BAD, ids=[k for _, k in BAD])
+def test_bad_config_exits_2_with_key_path(tmp_path, capsys, override, key):
+    out = tmp_path / "out"
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(yaml.safe_dump({**GOOD, **override, "output_dir": str(out)}))
+    for command in ("validate", "plan", "sweep"):
+        assert main([command, str(cfg)]) == 2
+        err = capsys.readouterr().err
+        lines = [line.strip() for line in err.strip().splitlines()]
+        assert lines[0].startswith("mlora: error:") and "invalid config" in lines[0]
+        assert any(line.startswith(f"{key}:") for line in lines[1:]), err
+        assert "Traceback" not in err
+    assert not out.exists()  # nothing written
+
+
+def test_every_problem_is_reported_at_once(tmp_path, capsys):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(yaml.safe_dump({**GOOD, "lrs": [0], "training": {"steps": 0}, "extra": 1}))
+    assert main(["validate", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    for key in ("lrs.0:", "training.steps:", "extra:"):
+        assert key in err
+
+
+@pytest.mark.parametrize("text,where", [("name: [unclosed", "line 1"), ("- just\n- a list\n", "(top level)"),
+                                        ("", "(top level)")])
+def test_not_a_mapping_or_not_yaml(tmp_path, capsys, text, where):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(text)
+    assert main(["validate", str(cfg)]) == 2
+    assert where in capsys.readouterr().err
+
+
+def test_missing_config_file(tmp_path, capsys):
+    assert main(["sweep", str(tmp_path / "nope.yaml")]) == 2
+    assert "no such file" in capsys.readouterr().err
+
+
+def test_shipped_experiments_validate():
+    for path in sorted((ROOT / "experiments").glob("*.yaml")):
+        exp = load_experiment(path)
+        assert exp.name
+
+
+def test_console_script_exit_code(tmp_path):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(yaml.safe_dump({**GOOD, "adapter": {"rank": -1}, "output_dir": str(tmp_path / "o")}))
+    proc = mlora("validate", cfg, timeout=120)
+    assert proc.returncode == 2
+    assert "adapter.rank:" in proc.stderr and "Traceback" not in proc.stderr
