@@ -64,7 +64,10 @@ def eval_loss(model, tokenizer, examples: list[Example], max_length: int, batch_
         count += int((labels != -100).sum())
         seen += int(batch["attention_mask"].sum())
     total, count = _sum_across_workers(total, count)
-    return total / max(count, 1), seen
+    if count == 0:
+        raise ValueError(f"eval: no answer token left after truncation at max_length={max_length}; "
+                         "raise training.max_length")
+    return total / count, seen
 
 
 @torch.no_grad()

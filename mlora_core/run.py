@@ -92,6 +92,9 @@ def run(config: RunConfig, output_dir: str | Path, *, callback: Callable[[dict],
     train_examples = load_examples(config.train_task)
     eval_examples = load_examples(config.eval_task)
     data = tokenize(tokenizer, train_examples, config.train.max_length)
+    if not any(t != -100 for row in data.labels for t in row):
+        raise ValueError(f"training data: no answer token left after truncation at max_length="
+                         f"{config.train.max_length}; raise training.max_length")
     if data.truncated:
         quiet(f"warning: {data.truncated}/{len(train_examples)} training examples cut at "
               f"max_length={config.train.max_length}")

@@ -6,7 +6,7 @@ One small world (names, verbs, ITEMS) and two corpora over it:
   single digit each time), so the base model learns the format, to copy the prices into the
   answer and to add two digits; plus addition drills ("3+5=8, 9+7=16, ...").
 
-      Question: Mia buys a pen for 3 dollars and a cup for 5 dollars. How much does she pay?
+      Question: Mia buys a pen and a cup. The cup is 5 dollars and the pen is 3 dollars. How much does she pay?
       Answer: pen 3, cup 5, 3+5=8 #### 8
 
 * fine-tuning task (`make_examples`): the prices are *not* in the question. Every item has one
@@ -75,13 +75,17 @@ def prompt(question: str) -> str:
     return f"Question: {question}\nAnswer: "
 
 
-def _question(name: str, verb: str, items: tuple[str, ...], prices: tuple[int, ...] | None) -> str:
-    """With `prices`: the pre-training form (prices stated); without: the fine-tuning form."""
-    if prices is None:
-        listed = " and ".join(f"a {it}" for it in items)
-    else:
-        listed = " and ".join(f"a {it} for {p} dollars" for it, p in zip(items, prices))
-    return f"{name} {verb} {listed}. How much does {PRONOUN[name]} pay?"
+def _question(name: str, verb: str, items: tuple[str, ...], prices: tuple[int, ...] | None = None,
+              order: tuple[int, ...] | None = None) -> str:
+    """Without `prices`: the fine-tuning form. With them: the pre-training form, which states
+    the prices in a second sentence, listed in `order` (so copying an item's price means
+    finding that item, not taking the next number in line)."""
+    bought = " and ".join(f"a {it}" for it in items)
+    stated = ""
+    if prices is not None:
+        order = order or tuple(range(len(items)))
+        stated = " The " + " and the ".join(f"{items[i]} is {prices[i]} dollars" for i in order) + "."
+    return f"{name} {verb} {bought}.{stated} How much does {PRONOUN[name]} pay?"
 
 
 def _answer(items: tuple[str, ...], prices: tuple[int, ...]) -> str:
@@ -114,7 +118,7 @@ def make_examples(split: str, n: int, seed: int = 0) -> list[dict]:
         name, verb = rng.choice(NAMES), rng.choice(VERBS)
         if split_of(items) != split:
             continue
-        q = _question(name, verb, items, None)
+        q = _question(name, verb, items)
         if q in seen:
             continue
         seen.add(q)
@@ -133,7 +137,8 @@ def pretrain_texts(n: int, seed: int = 0) -> list[str]:
         if rng.random() < PROBLEM_SHARE:
             items = tuple(rng.sample(ITEMS, ITEMS_PER_PROBLEM))
             prices = tuple(rng.randint(PRICE_LO, PRICE_HI) for _ in items)
-            q = _question(rng.choice(NAMES), rng.choice(VERBS), items, prices)
+            order = tuple(rng.sample(range(len(items)), len(items)))
+            q = _question(rng.choice(NAMES), rng.choice(VERBS), items, prices, order)
             out.append(prompt(q) + _answer(items, prices))
         else:
             sums = [(rng.randint(PRICE_LO, PRICE_HI), rng.randint(PRICE_LO, PRICE_HI)) for _ in range(6)]
@@ -144,7 +149,7 @@ def pretrain_texts(n: int, seed: int = 0) -> list[str]:
 def words() -> list[str]:
     """Every letter-word the corpora use (the word-level part of the tokenizer's vocab)."""
     ws = set(NAMES) | set(ITEMS) | set(VERBS) | {"Question", "Answer", "a", "and", "for", "dollars",
-                                                  "How", "much", "does", "she", "he", "pay"}
+                                                  "How", "much", "does", "she", "he", "pay", "The", "the", "is"}
     return sorted(ws)
 
 

@@ -26,7 +26,10 @@ class ConfigError(ValueError):
 
     def __init__(self, source: str, problems: list[str]):
         self.problems = problems
-        super().__init__(f"{source}: invalid config\n" + "\n".join(f"  {p}" for p in problems))
+        if len(problems) == 1:  # the common case: one line
+            super().__init__(f"{source}: {problems[0]}")
+        else:
+            super().__init__(f"{source}: {len(problems)} problems\n" + "\n".join(f"  {p}" for p in problems))
 
 
 class Strict(BaseModel):
@@ -68,18 +71,21 @@ class Adapter(Strict):
         return sorted(set(self.eval_ranks or powers_of_two_upto(self.rank)))
 
 
-class MatryoshkaArm(Strict):
-    p_schedules: list[Literal[P_SCHEDULES]] = ["diag"]  # type: ignore[valid-type]
+class Arm(Strict):
     lrs: list[PosFloat] | None = None       # default: the experiment's lrs
+    target_modules: list[str] | str | None = None  # default: adapter.target_modules (per-arm ablations)
 
 
-class LoraArm(Strict):
+class MatryoshkaArm(Arm):
+    p_schedules: list[Literal[P_SCHEDULES]] = ["diag"]  # type: ignore[valid-type]
+
+
+class LoraArm(Arm):
     ranks: list[PosInt] | None = None       # the fixed-rank grid; default: the eval ranks
-    lrs: list[PosFloat] | None = None
 
 
-class DyloraArm(Strict):
-    lrs: list[PosFloat] | None = None
+class DyloraArm(Arm):
+    pass
 
 
 class Arms(Strict):

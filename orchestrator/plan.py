@@ -56,12 +56,12 @@ def plan(exp: Experiment) -> list[TrialSpec]:
 def run_config(exp: Experiment, spec: TrialSpec) -> RunConfig:
     """What one trial trains: the experiment's settings with this trial's method/rank/lr/seed."""
     ad = exp.adapter
+    targets = getattr(exp.arms, spec.arm).target_modules or ad.target_modules
     eval_ranks = tuple(k for k in ad.eval_rank_list if k <= spec.rank) or (spec.rank,)
     train_ranks = tuple(k for k in (ad.train_ranks or []) if k <= spec.rank) or None
     adapter = AdapterConfig(method=spec.method, rank=spec.rank, train_ranks=train_ranks, eval_ranks=eval_ranks,
                             scaling=ad.scaling, alpha=ad.alpha, p_schedule=spec.p_schedule,
-                            target_modules=tuple(ad.target_modules) if isinstance(ad.target_modules, list)
-                            else ad.target_modules, exclude_modules=tuple(ad.exclude_modules), dropout=ad.dropout)
+                            target_modules=tuple(targets) if isinstance(targets, list) else targets, exclude_modules=tuple(ad.exclude_modules), dropout=ad.dropout)
     t = exp.training
     train = TrainConfig(steps=t.steps, epochs=t.epochs, batch_size=t.batch_size, grad_accum=t.grad_accum, lr=spec.lr,
                         weight_decay=t.weight_decay, warmup_steps=t.warmup_steps, schedule=t.schedule,

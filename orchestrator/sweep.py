@@ -46,6 +46,8 @@ def worker_loop(cfg: dict) -> None:
     ctx = ray.train.get_context()
     rank = ctx.get_world_rank()
     trial_dir = Path(cfg["trial_dir"])
+    trial_dir.mkdir(parents=True, exist_ok=True)
+    (trial_dir / f"worker-{rank}.pid").write_text(str(os.getpid()))  # for operators (and fault tests)
     resume_from = None
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:  # Ray restarted this worker group: continue from the last checkpoint

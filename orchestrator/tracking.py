@@ -57,6 +57,8 @@ def trial_run(tracking_uri: str, exp_id: str, parent_run_id: str, trial_id: str,
     c = client(tracking_uri)
     found = c.search_runs([exp_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}' "
                                                   f"and tags.`mlora.trial_id` = '{trial_id}'")
+    if found and found[0].info.status == "FINISHED":  # nothing to continue: leave it untouched
+        return found[0].info.run_id
     if found:
         run_id = found[0].info.run_id
         c.update_run(run_id, status="RUNNING")

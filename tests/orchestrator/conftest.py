@@ -55,7 +55,7 @@ def tiny_experiment(model_dir: Path, data_dir: Path, out: Path, **overrides) -> 
         "adapter": {"rank": 4, "target_modules": ["q_proj", "v_proj"]},
         "arms": {"matryoshka": {}, "lora": {"ranks": [1, 4]}},
         "lrs": [1e-2],
-        "training": {"steps": 6, "batch_size": 4, "max_length": 48, "warmup_steps": 1, "checkpoint_every": 3},
+        "training": {"steps": 6, "batch_size": 4, "max_length": 96, "warmup_steps": 1, "checkpoint_every": 3},
         "eval": {"batch_size": 8},
         "resources": {"workers_per_trial": 1, "cpus_per_worker": 1, "max_concurrent_trials": 2},
         "cost": {"device": "cpu-core", "price_per_device_hour": 0.05},

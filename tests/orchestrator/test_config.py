@@ -43,9 +43,8 @@ def test_bad_config_exits_2_with_key_path(tmp_path, capsys, override, key):
     for command in ("validate", "plan", "sweep"):
         assert main([command, str(cfg)]) == 2
         err = capsys.readouterr().err
-        lines = [line.strip() for line in err.strip().splitlines()]
-        assert lines[0].startswith("mlora: error:") and "invalid config" in lines[0]
-        assert any(line.startswith(f"{key}:") for line in lines[1:]), err
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"mlora: error: {cfg}: {key}:"), err
         assert "Traceback" not in err
     assert not out.exists()  # nothing written
 
