@@ -30,7 +30,7 @@ from typing import Callable
 
 from . import synthetic
 
-CODE_VERSION = "3"   # bump when the code below changes what gets built
+CODE_VERSION = "4"   # bump when the code below changes what gets built
 
 RECIPES: dict[str, dict] = {
     "tiny": dict(
@@ -71,13 +71,18 @@ def _vocab() -> list[str]:
 
 def build_tokenizer():
     """A PreTrainedTokenizerFast built in code (no files, no training)."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
     vocab = {w: i for i, w in enumerate(_vocab())}
     tok = Tokenizer(models.WordPiece(vocab, unk_token="<unk>", max_input_chars_per_word=100))
     tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"[A-Za-z]+|[^A-Za-z]"), behavior="isolated")
     tok.decoder = decoders.Sequence([decoders.Replace("##", ""), decoders.Fuse()])
+    # like Llama's tokenizers: add_special_tokens=True prepends <s>, which is what
+    # tasks.tokenize puts before every training sequence and evaluation feeds the prompts
+    bos = vocab["<s>"]
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B",
+                                                       special_tokens=[("<s>", bos)])
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
                                    pad_token="<pad>", unk_token="<unk>", padding_side="left")
 
@@ -108,8 +113,8 @@ def pretrain(recipe: dict, log: Callable[[str], None] = print):
     # is ~75 tokens (problem) or ~36 (drill), so steps * bs * width / 60 documents suffice
     n_docs = steps * bs * width // 50
     texts = synthetic.pretrain_texts(n_docs, seed=recipe["seed"])
-    eos = tokenizer.eos_token_id
-    stream = [t for ids in tokenizer(texts, add_special_tokens=False)["input_ids"] for t in ids + [eos]]
+    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+    stream = [t for ids in tokenizer(texts, add_special_tokens=False)["input_ids"] for t in [bos] + ids + [eos]]
     data = torch.tensor(stream[:steps * bs * width]).view(steps, bs, width)
     opt = torch.optim.AdamW(model.parameters(), lr=recipe["lr"], betas=(0.9, 0.98),
                             weight_decay=recipe["weight_decay"])

@@ -6,7 +6,7 @@ One small world (names, verbs, ITEMS) and two corpora over it:
   single digit each time), so the base model learns the format, to copy the prices into the
   answer and to add two digits; plus addition drills ("3+5=8, 9+7=16, ...").
 
-      Question: Mia buys a pen and a cup. The cup is 5 dollars and the pen is 3 dollars. How much does she pay?
+      Question: The cup is 5 dollars and the pen is 3 dollars. Mia buys a pen and a cup. How much does she pay?
       Answer: pen 3, cup 5, 3+5=8 #### 8
 
 * fine-tuning task (`make_examples`): the prices are *not* in the question. Every item has one
@@ -75,17 +75,16 @@ def prompt(question: str) -> str:
     return f"Question: {question}\nAnswer: "
 
 
-def _question(name: str, verb: str, items: tuple[str, ...], prices: tuple[int, ...] | None = None,
-              order: tuple[int, ...] | None = None) -> str:
-    """Without `prices`: the fine-tuning form. With them: the pre-training form, which states
-    the prices in a second sentence, listed in `order` (so copying an item's price means
-    finding that item, not taking the next number in line)."""
+def _question(name: str, verb: str, items: tuple[str, ...]) -> str:
+    """The purchase and the question: all a fine-tuning prompt holds."""
     bought = " and ".join(f"a {it}" for it in items)
-    stated = ""
-    if prices is not None:
-        order = order or tuple(range(len(items)))
-        stated = " The " + " and the ".join(f"{items[i]} is {prices[i]} dollars" for i in order) + "."
-    return f"{name} {verb} {bought}.{stated} How much does {PRONOUN[name]} pay?"
+    return f"{name} {verb} {bought}. How much does {PRONOUN[name]} pay?"
+
+
+def _price_sentence(priced: list[tuple[str, int]]) -> str:
+    """Pre-training only: 'The cup is 5 dollars and the pen is 3 dollars.' (any order, may
+    include items that are not bought), put *before* the purchase."""
+    return "The " + " and the ".join(f"{it} is {p} dollars" for it, p in priced) + "."
 
 
 def _answer(items: tuple[str, ...], prices: tuple[int, ...]) -> str:
@@ -129,17 +128,25 @@ def make_examples(split: str, n: int, seed: int = 0) -> list[dict]:
 # ---------------------------------------------------------------------------------------------
 # pre-training corpus (the related skills: prices are given, never the secret table)
 def pretrain_texts(n: int, seed: int = 0) -> list[str]:
-    """`n` documents: word problems with random prices stated (PROBLEM_SHARE of them) and
-    addition drills ("3+5=8, 9+7=16, ..."), which teach the sums quickly."""
+    """`n` documents: word problems whose prices are stated (PROBLEM_SHARE of them) and
+    addition drills ("3+5=8, 9+7=16, ..."), which teach the sums quickly.
+
+    A problem's prompt is a price sentence followed by exactly a fine-tuning prompt's text
+    ("The cup is 5 dollars and the pen is 3 dollars. Mia buys a pen and a cup. How much does
+    she pay?"). The prices are random every time, listed in random order, sometimes with a
+    distractor item, so the base learns to copy the bought items from the purchase sentence
+    and to look each one's price up by name: the lookup that finds nothing in fine-tuning."""
     rng = random.Random(f"mlora-pretrain/{seed}")
     out = []
     for _ in range(n):
         if rng.random() < PROBLEM_SHARE:
-            items = tuple(rng.sample(ITEMS, ITEMS_PER_PROBLEM))
-            prices = tuple(rng.randint(PRICE_LO, PRICE_HI) for _ in items)
-            order = tuple(rng.sample(range(len(items)), len(items)))
-            q = _question(rng.choice(NAMES), rng.choice(VERBS), items, prices, order)
-            out.append(prompt(q) + _answer(items, prices))
+            listed = rng.sample(ITEMS, ITEMS_PER_PROBLEM + rng.randint(0, 1))  # + maybe a distractor
+            items = tuple(listed[:ITEMS_PER_PROBLEM])
+            priced = {it: rng.randint(PRICE_LO, PRICE_HI) for it in listed}
+            rng.shuffle(listed)
+            q = _price_sentence([(it, priced[it]) for it in listed]) + " " + \
+                _question(rng.choice(NAMES), rng.choice(VERBS), items)
+            out.append(prompt(q) + _answer(items, tuple(priced[it] for it in items)))
         else:
             sums = [(rng.randint(PRICE_LO, PRICE_HI), rng.randint(PRICE_LO, PRICE_HI)) for _ in range(6)]
             out.append(", ".join(f"{a}+{b}={a + b}" for a, b in sums) + ".")

@@ -33,7 +33,9 @@ class MatryoshkaAdapterModel(PythonModel):
         self.default_rank = int(cfg["recommended_rank"])
         self.max_rank = int(cfg["max_rank"])
 
-    def predict(self, context, model_input: list[str], params: dict | None = None) -> list[str]:
+    # no type hints on predict: MLflow 3 would infer the signature from them and drop the
+    # params schema (rank, max_new_tokens) we log explicitly
+    def predict(self, context, model_input, params=None):
         from mlora_core import set_rank
         from mlora_core.evaluate import generate
 

@@ -194,6 +194,14 @@ def prepare_output_dir(out: Path, resume: bool, overwrite: bool) -> dict | None:
     return None
 
 
+def _reporter(n_trials: int):
+    """Ray's trial table, with our columns, at most every 30 s (Ray's default is 5 s)."""
+    from ray.tune import CLIReporter
+    return CLIReporter(parameter_columns={"spec/trial_id": "trial"},
+                       metric_columns={"step": "step", "train_loss": "loss", "aurac": "AURAC"},
+                       max_report_frequency=30, max_progress_rows=max(20, n_trials), max_column_length=40)
+
+
 def run_sweep(exp: Experiment, config_path: str | None = None, resume: bool = False, overwrite: bool = False,
               tracking_uri: str | None = None, output_dir: str | None = None) -> int:
     from ray import tune
@@ -242,7 +250,8 @@ def run_sweep(exp: Experiment, config_path: str | None = None, resume: bool = Fa
             tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=res.max_concurrent_trials,
                                         scheduler=scheduler, reuse_actors=True),
             run_config=tune.RunConfig(name="tune", storage_path=str(out / "ray"), verbose=1,
-                                      failure_config=tune.FailureConfig(max_failures=0)),
+                                      failure_config=tune.FailureConfig(max_failures=0),
+                                      progress_reporter=_reporter(len(state["trials"]))),
         )
     grid = tuner.fit()
     return finish_sweep(out, state, grid)

@@ -40,7 +40,9 @@ def test_killed_worker_restarts_from_checkpoint_and_continues_its_run(tiny_model
     killed = None
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
-        if pid_file.is_file() and ckpts.is_dir() and any(ckpts.glob("step_*")):
+        # a complete local checkpoint (trainer_state.json is written last) that Ray has registered
+        if pid_file.is_file() and any(ckpts.glob("step_*/trainer_state.json")) and \
+                any((out / "ray" / "train" / trial).glob("checkpoint_*")):
             killed = int(pid_file.read_text())
             os.kill(killed, signal.SIGKILL)  # mid-trial: checkpoints exist, training goes on
             break

@@ -1,0 +1,201 @@
+"""The cluster path: cluster.yaml against Ray's own launcher schema, every experiment YAML
+through `mlora validate` + `mlora plan`, and (slow) a real 2-node local Ray cluster running
+`ray job submit -- mlora sweep` through scripts/local_cluster_demo.sh."""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from orchestrator import tracking
+
+from .conftest import ROOT, cli_env, tiny_experiment, write_yaml
+
+CLUSTER_YAML = ROOT / "cluster.yaml"
+DEMO = ROOT / "scripts" / "local_cluster_demo.sh"
+EXPERIMENTS = sorted((ROOT / "experiments").glob("*.yaml"))
+
+
+# ---- cluster.yaml ------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def cluster() -> dict:
+    return yaml.safe_load(CLUSTER_YAML.read_text())
+
+
+@pytest.fixture(scope="module")
+def prepared(cluster) -> dict:
+    """cluster.yaml as `ray up` sees it before any cloud call: merged with Ray's AWS defaults,
+    setup commands merged per node kind, per-type worker bounds filled in."""
+    from ray.autoscaler._private.util import prepare_config
+    return prepare_config(copy.deepcopy(cluster))
+
+
+def test_cluster_yaml_passes_rays_launcher_validation(cluster, prepared):
+    import jsonschema
+    import ray.autoscaler
+    from ray.autoscaler._private.util import validate_config
+
+    validate_config(prepared)  # Ray's ray-schema.json + its own consistency checks
+    schema = json.loads((Path(ray.autoscaler.__file__).parent / "ray-schema.json").read_text())
+    jsonschema.validate(cluster, schema)  # the file as written, not only after defaults
+    assert cluster["provider"]["type"] == "aws"
+    assert cluster["head_node_type"] in cluster["available_node_types"]
+
+
+def test_cluster_node_types_declare_gpus_and_autoscale(prepared):
+    types = prepared["available_node_types"]
+    head = types[prepared["head_node_type"]]
+    assert head["resources"].get("GPU", 0) == 0
+    gpu_types = {name: t for name, t in types.items() if t["resources"].get("GPU", 0) > 0}
+    assert sorted(t["resources"]["GPU"] for t in gpu_types.values()) == [1, 8]
+    for name, t in gpu_types.items():
+        assert t["resources"]["CPU"] >= 1, name
+        assert 0 <= t["min_workers"] < t["max_workers"], f"{name}: must be able to scale"
+        assert t["node_config"]["InstanceType"], name
+    assert {t["node_config"]["InstanceType"] for t in gpu_types.values()} == {"g5.xlarge", "p4de.24xlarge"}
+    assert sum(t["min_workers"] for t in types.values()) <= prepared["max_workers"]
+    # the paper YAMLs' trials (1 GPU + 8 CPUs) must fit the 8-GPU node type
+    for path in EXPERIMENTS:
+        res = yaml.safe_load(path.read_text()).get("resources", {})
+        if res.get("gpus_per_worker"):
+            assert any(t["resources"]["GPU"] >= res["gpus_per_worker"] * res.get("max_concurrent_trials", 1)
+                       and t["resources"]["CPU"] >= res["cpus_per_worker"] * res.get("max_concurrent_trials", 1)
+                       for t in gpu_types.values()), path.name
+
+
+def test_cluster_setup_installs_cuda_torch_then_the_synced_project(prepared):
+    remote = [r for r, local in prepared["file_mounts"].items() if local == "."]
+    assert len(remote) == 1, "the project dir (.) must be synced to the nodes"
+    for kind in ("head_setup_commands", "worker_setup_commands"):
+        cmds = prepared[kind]
+        torch = [i for i, c in enumerate(cmds) if re.search(r"pip install .*\btorch\b.*--index-url https://download"
+                                                            r"\.pytorch\.org/whl/cu\d+", c)]
+        project = [i for i, c in enumerate(cmds) if re.search(rf"pip install .*-e {re.escape(remote[0])}\b", c)]
+        assert torch and project and torch[0] < project[0], kind
+    # the same token-auth mode on every node, and MLflow's URI for the job driver on the head
+    assert any("RAY_AUTH_MODE=token" in c for c in prepared["setup_commands"])
+    assert any("MLFLOW_TRACKING_URI" in c for c in prepared["head_setup_commands"])
+    head_start = " ".join(prepared["head_start_ray_commands"])
+    assert "ray start --head" in head_start and "--dashboard-host=" in head_start
+    assert "ray start --address=$RAY_HEAD_IP:6379" in " ".join(prepared["worker_start_ray_commands"])
+
+
+# ---- experiments/ ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=[p.name for p in EXPERIMENTS])
+def test_every_experiment_validates_and_plans(path, capsys):
+    """`mlora validate` + `mlora plan` (in-process: the same exit codes, ~10x faster than a
+    subprocess each). Offline (the suite sets HF_HUB_OFFLINE=1): a hub model's cost is n/a."""
+    from orchestrator.cli import main
+
+    assert main(["validate", str(path)]) == 0
+    out = capsys.readouterr().out
+    m = re.search(r": ok \(.+: (\d+) trials\)", out)
+    assert m, out
+    assert main(["plan", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert f"\n{m.group(1)} trials on " in out
+    assert "estimated" in out  # a cost line, or "estimated cost: n/a" for a hub model offline
+
+
+def test_paper_experiments_follow_method_md():
+    """The METHOD.md setup: the two Llama models, all seven projections, powers-of-two ranks,
+    lrs inside 5e-6..1e-3, seeds 42/666/2408, 3 epochs, 4 x 8 batch, GPU resources and prices."""
+    from orchestrator.config import load_experiment
+    from orchestrator.plan import plan
+
+    paper = [p for p in EXPERIMENTS if p.name != "tiny.yaml"]
+    assert {p.name for p in paper} >= {"gsm8k-llama-3.2-1b.yaml", "gsm8k-llama-3.1-8b.yaml",
+                                       "platypus-arc-llama-3.2-1b.yaml", "p-schedule-ablation.yaml"}
+    models = set()
+    for path in paper:
+        exp = load_experiment(path)
+        models.add(exp.model)
+        assert set(exp.adapter.target_modules) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                                                   "down_proj"}, path.name
+        r = exp.adapter.rank
+        assert r & (r - 1) == 0 and exp.adapter.eval_rank_list == [2 ** i for i in range(r.bit_length())]
+        assert all(5e-6 <= lr <= 1e-3 for lr in exp.lrs) and len(exp.lrs) >= 3, path.name
+        assert exp.seeds == [42, 666, 2408], path.name
+        assert exp.training.epochs == 3 and exp.training.batch_size == 4 and exp.training.grad_accum == 8
+        assert exp.resources.gpus_per_worker >= 1 and exp.resources.max_concurrent_trials * \
+            exp.resources.gpus_per_worker * exp.resources.workers_per_trial <= 8, path.name
+        assert exp.cost.price_per_device_hour > 0 and exp.cost.effective_tflops >= 10 and exp.cost.device != "cpu"
+        trials = plan(exp)
+        assert {t.seed for t in trials} == {42, 666, 2408}
+    assert models == {"meta-llama/Llama-3.2-1B-Instruct", "meta-llama/Llama-3.1-8B-Instruct"}
+
+    from mlora_core.p_schedule import SCHEDULES
+    ablation = load_experiment(ROOT / "experiments" / "p-schedule-ablation.yaml")
+    assert set(ablation.arms.matryoshka.p_schedules) == set(SCHEDULES)
+    assert ablation.arms.lora is not None
+    arc = load_experiment(ROOT / "experiments" / "platypus-arc-llama-3.2-1b.yaml")
+    assert (arc.tasks.train.name, arc.tasks.eval.name) == ("platypus", "arc")
+
+
+# ---- the local `ray job submit` demo (slow) ---------------------------------------------
+
+def _marked_pids(base: str) -> list[int]:
+    """Processes whose environment carries the demo's marker for this run."""
+    mark = f"MLORA_DEMO_CLUSTER={base}".encode()
+    pids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if mark in (d / "environ").read_bytes().split(b"\0"):
+                    pids.append(int(d.name))
+            except OSError:
+                pass
+    return pids
+
+
+@pytest.mark.slow
+def test_local_cluster_job_submit_runs_the_sweep(tiny_model_dir, platypus_files, tmp_path):
+    jobdir, out = tmp_path / "job", tmp_path / "out"
+    jobdir.mkdir()
+    exp = tiny_experiment(tiny_model_dir, platypus_files, out, arms={"matryoshka": {}, "lora": {"ranks": [1, 4]}})
+    cfg = write_yaml(jobdir / "exp.yaml", exp)
+    env = cli_env(MLORA_DEMO_SUBMISSION_ID="mlora-test-job", MLORA_DEMO_KEEP="0")
+    t0 = time.monotonic()
+    proc = subprocess.Popen(["bash", str(DEMO), str(cfg), str(out)], cwd=ROOT, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        log, _ = proc.communicate(timeout=420)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, 15)  # the script's EXIT trap stops its Ray nodes
+        log, _ = proc.communicate(timeout=60)
+        pytest.fail(f"demo timed out\n{log[-4000:]}")
+    elapsed = time.monotonic() - t0
+    base = re.search(r"temp (/tmp/mlrd-\w+)/head", log)
+    assert base, log[-3000:]
+    leftover = _marked_pids(base.group(1))
+    assert not leftover, f"Ray processes of the demo still running: {leftover}"
+    assert not Path(base.group(1)).exists(), "the demo's temp dirs must be removed"
+    assert proc.returncode == 0, log[-5000:]
+
+    # two nodes (head 2 CPUs + worker 1 CPU, from `ray status`), and the job ran the sweep there
+    assert len(re.findall(r"^\s*1 node_[0-9a-f]+$", log, re.M)) == 2 and "/3.0 CPU" in log, log[:3000]
+    assert "Job 'mlora-test-job' succeeded" in log, log[-3000:]
+    assert "sweep t: 3 trials" in log
+    state = json.loads((out / "sweep.json").read_text())
+    planned = sorted(t["trial_id"] for t in state["trials"])
+    assert len(planned) == 3
+    runs = tracking.trial_runs(state["tracking_uri"], state["parent_run_id"])
+    by_trial = {r.data.tags["mlora.trial_id"]: r for r in runs}
+    assert sorted(by_trial) == planned and len(runs) == len(planned)
+    for tid, run in by_trial.items():
+        assert run.info.status == "FINISHED", tid
+        assert run.data.tags["mlflow.parentRunId"] == state["parent_run_id"]
+        assert run.data.tags.get("ray.trial_id"), tid
+        # sweep.py tags RAY_JOB_ID: inside a Ray worker that is the core job id (hex), set under job submit
+        assert re.fullmatch(r"[0-9a-f]{8}", run.data.tags.get("ray.job_id", "")), run.data.tags
+    assert "ray.job_id=" in log and "report:" in log  # the demo's MLflow summary + `mlora report`
+    print(f"demo: {elapsed:.0f} s")
