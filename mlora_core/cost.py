@@ -15,6 +15,8 @@ over-count on small models.) Checked against torch's FlopCounterMode in tests/co
 """
 from __future__ import annotations
 
+import functools
+
 import resource
 import sys
 from dataclasses import asdict, dataclass
@@ -109,21 +111,31 @@ class Cost:
                 f"{self.devices} x {self.device_name} = {self.device_hours:.4f} device-h (${self.dollars:.4f})")
 
 
-def estimate_flop_model(model_id: str, adapter, revision: str | None = None) -> FlopModel | None:
-    """The FlopModel of `model_id` + adapter built on the meta device: no weights, no training.
-    None when the model's config cannot be read (e.g. a hub id without network)."""
-    from transformers import AutoConfig, AutoModelForCausalLM
+@functools.lru_cache(maxsize=8)
+def _model_config_or_none(model_id: str, revision: str | None):
+    """The model's transformers config, read once per process; None when unreadable (a hub id
+    without network: remembered, so a plan of 100 trials does not retry the hub 100 times)."""
+    from transformers import AutoConfig
 
-    from .inject import add_adapters
     from .models import BUILTIN_PREFIX, check_model_id
-
     try:
         if check_model_id(model_id) == "builtin":
             from .builtin_model import RECIPES, _model_config, build_tokenizer
-            config = _model_config(RECIPES[model_id[len(BUILTIN_PREFIX):]], build_tokenizer())
-        else:
-            config = AutoConfig.from_pretrained(model_id, revision=revision)
+            return _model_config(RECIPES[model_id[len(BUILTIN_PREFIX):]], build_tokenizer())
+        return AutoConfig.from_pretrained(model_id, revision=revision)
     except (OSError, ValueError):
+        return None
+
+
+def estimate_flop_model(model_id: str, adapter, revision: str | None = None) -> FlopModel | None:
+    """The FlopModel of `model_id` + adapter built on the meta device: no weights, no training.
+    None when the model's config cannot be read (e.g. a hub id without network)."""
+    from transformers import AutoModelForCausalLM
+
+    from .inject import add_adapters
+
+    config = _model_config_or_none(model_id, revision)
+    if config is None:
         return None
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)

@@ -108,7 +108,7 @@ def trial_driver(config: dict) -> None:
               "steps": exp.training.steps, "batch_size": exp.training.batch_size,
               "workers": exp.resources.workers_per_trial}
     tags = {"mlora.arm": spec.arm, "ray.trial_id": tune.get_context().get_trial_id() or "",
-            "ray.job_id": os.environ.get("RAY_JOB_ID", "") or ctx.get("job_id", "")}
+            "ray.job_id": os.environ.get("RAY_JOB_ID", ""), "ray.submission_id": ctx.get("submission_id", "")}
     run_id = tracking.trial_run(uri, ctx["experiment_id"], ctx["parent_run_id"], spec.trial_id, params, tags)
     finished = tracking.client(uri).get_run(run_id)
     if finished.info.status == "FINISHED":  # done before an interrupted driver could record it: no re-run
@@ -166,11 +166,29 @@ def _init_ray(num_cpus_hint: int) -> None:
             env[k] = os.environ[k]
     verbose = bool(os.environ.get("MLORA_RAY_LOGS"))
     if os.environ.get("RAY_ADDRESS"):  # an existing cluster, or inside `ray job submit`
+        # Ray refuses a variable set both by the job's runtime env and here: the job's wins
+        job_env = _job_config().get("runtime_env", {}).get("env_vars", {}) or {}
+        env = {k: v for k, v in env.items() if k not in job_env}
         ray.init(runtime_env={"env_vars": env}, log_to_driver=verbose, logging_level="WARNING")
-    else:  # a local one: no dashboard, nothing bound beyond 127.0.0.1
+    else:  # a local one, no dashboard. Note: Ray maps a loopback node IP to the host's address
+        # and its gRPC services listen on all interfaces; Ray's token auth (default) guards them.
         ray.init(num_cpus=max(num_cpus_hint, os.cpu_count() or 1), include_dashboard=False,
                  log_to_driver=verbose, logging_level="WARNING", _node_ip_address="127.0.0.1",
                  runtime_env={"env_vars": env})
+
+
+def _job_config() -> dict:
+    """The `ray job submit` job's config (runtime env, metadata) when running as one, else {}."""
+    raw = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")
+    try:
+        return json.loads(raw) if raw else {}
+    except ValueError:
+        return {}
+
+
+def submission_id() -> str:
+    """The id `ray job logs/stop` take (not Ray's internal job id), or ''."""
+    return os.environ.get("RAY_JOB_SUBMISSION_ID") or _job_config().get("metadata", {}).get("job_submission_id", "")
 
 
 def prepare_output_dir(out: Path, resume: bool, overwrite: bool) -> dict | None:
@@ -217,7 +235,8 @@ def run_sweep(exp: Experiment, config_path: str | None = None, resume: bool = Fa
         exp_id, parent = tracking.start_sweep_run(
             uri, exp.tracking.experiment or exp.name, f"sweep-{time.strftime('%Y%m%d-%H%M%S')}",
             params={"model": exp.model, "trials": len(trials), "config": config_path or "-"},
-            tags={"mlora.config": json.dumps(exp.model_dump(mode="json"))[:5000]},
+            tags={"mlora.config": json.dumps(exp.model_dump(mode="json"))[:5000],
+                  "ray.submission_id": submission_id()},
             artifact_location=(out / "mlartifacts").as_uri() if default_store else None)
         state = {"tracking_uri": uri, "experiment_id": exp_id, "parent_run_id": parent,
                  "experiment": exp.model_dump(mode="json"), "trials": [t.as_dict() for t in trials]}
@@ -230,7 +249,7 @@ def run_sweep(exp: Experiment, config_path: str | None = None, resume: bool = Fa
     _init_ray(res.max_concurrent_trials * res.workers_per_trial * int(max(1, res.cpus_per_worker)))
     ctx = {"experiment": state["experiment"], "output_dir": str(out), "tracking_uri": uri,
            "experiment_id": state["experiment_id"], "parent_run_id": state["parent_run_id"],
-           "storage_path": str(out / "ray")}
+           "storage_path": str(out / "ray"), "submission_id": submission_id()}
     # the driver holds no CPU (its workers do); a 1-byte memory request gives it a valid bundle
     trainable = tune.with_resources(trial_driver, {"CPU": 0, "memory": 1})
     tune_path = out / "ray" / "tune"

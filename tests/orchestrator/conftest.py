@@ -74,7 +74,9 @@ def write_yaml(path: Path, data: dict) -> Path:
 
 def cli_env(**extra) -> dict:
     env = dict(os.environ)
-    env.update({"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(ROOT)}, **extra)
+    # Ray 2.60 default: token auth for local clusters (the token in ~/.ray/auth_token guards the
+    # gRPC ports Ray opens on all interfaces)
+    env.update({"RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(ROOT)}, **extra)
     env.pop("RAY_ADDRESS", None)
     env.pop("MLFLOW_TRACKING_URI", None)
     return env
