@@ -30,7 +30,7 @@ from typing import Callable
 
 from . import synthetic
 
-CODE_VERSION = "4"   # bump when the code below changes what gets built
+CODE_VERSION = "5"   # bump when the code below changes what gets built
 
 RECIPES: dict[str, dict] = {
     "tiny": dict(

@@ -25,7 +25,6 @@ except ImportError:  # pragma: no cover - transformers is a dependency, but the 
 
 ADAPTABLE = (nn.Linear,) + ((Conv1D,) if Conv1D else ())
 
-_UNMERGED = object()  # sentinel: `merged_rank` can legitimately be None (training-behaviour merge)
 
 
 class AdapterLayer(nn.Module):
@@ -51,11 +50,8 @@ class AdapterLayer(nn.Module):
         self.dropout = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
         self.rank: int | None = None        # active inference rank; None = training behaviour
         self.train_rank: int | None = None  # DyLoRA: this step's sampled rank
-        self.merged_rank = _UNMERGED
-
-    @property
-    def merged(self) -> bool:
-        return self.merged_rank is not _UNMERGED
+        self.merged = False                 # plain bool: survives copy.deepcopy (a sentinel would not)
+        self.merged_rank: int | None = None  # the rank merged into base.weight (None = P, all ranks)
 
     def _active(self) -> tuple[int, torch.Tensor | float]:
         """(how many components to use, their scale: a float or the P vector)."""
@@ -90,7 +86,7 @@ class AdapterLayer(nn.Module):
         if safe and not torch.isfinite(merged).all():
             raise ValueError("merge produced non-finite weights; adapter is broken (NaN/inf)")
         self.base.weight.copy_(merged)
-        self.merged_rank = rank
+        self.merged, self.merged_rank = True, rank
 
     @torch.no_grad()
     def unmerge(self) -> None:
@@ -99,7 +95,7 @@ class AdapterLayer(nn.Module):
         delta = self.delta_weight(self.merged_rank)
         delta = delta.T if self.fan_in_fan_out else delta
         self.base.weight.sub_(delta.to(self.base.weight.dtype))
-        self.merged_rank = _UNMERGED
+        self.merged, self.merged_rank = False, None
 
     def extra_repr(self) -> str:
         c = self.config

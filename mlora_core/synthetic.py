@@ -50,6 +50,7 @@ PRICE_LO, PRICE_HI = 1, 9     # single digits: the sum of two is 2..18, easy for
 ITEMS_PER_PROBLEM = 2
 PRICE_SEED = 20240611         # fixes the secret price table
 PROBLEM_SHARE = 0.7           # pre-training docs that are word problems (rest: addition drills)
+UNKNOWN = "?"                 # stands for a price in fine-tuning questions
 TEST_FRACTION = 0.25          # share of item pairs reserved for the test split
 
 
@@ -75,16 +76,12 @@ def prompt(question: str) -> str:
     return f"Question: {question}\nAnswer: "
 
 
-def _question(name: str, verb: str, items: tuple[str, ...]) -> str:
-    """The purchase and the question: all a fine-tuning prompt holds."""
-    bought = " and ".join(f"a {it}" for it in items)
+def _question(name: str, verb: str, items: tuple[str, ...], prices: tuple[int, ...] | None = None) -> str:
+    """With `prices`: the pre-training form. Without: the fine-tuning form, the same words
+    with every price replaced by UNKNOWN (so both forms have the same token positions)."""
+    shown = prices if prices is not None else (UNKNOWN,) * len(items)
+    bought = " and ".join(f"a {it} for {p} dollars" for it, p in zip(items, shown))
     return f"{name} {verb} {bought}. How much does {PRONOUN[name]} pay?"
-
-
-def _price_sentence(priced: list[tuple[str, int]]) -> str:
-    """Pre-training only: 'The cup is 5 dollars and the pen is 3 dollars.' (any order, may
-    include items that are not bought), put *before* the purchase."""
-    return "The " + " and the ".join(f"{it} is {p} dollars" for it, p in priced) + "."
 
 
 def _answer(items: tuple[str, ...], prices: tuple[int, ...]) -> str:
@@ -128,25 +125,16 @@ def make_examples(split: str, n: int, seed: int = 0) -> list[dict]:
 # ---------------------------------------------------------------------------------------------
 # pre-training corpus (the related skills: prices are given, never the secret table)
 def pretrain_texts(n: int, seed: int = 0) -> list[str]:
-    """`n` documents: word problems whose prices are stated (PROBLEM_SHARE of them) and
-    addition drills ("3+5=8, 9+7=16, ..."), which teach the sums quickly.
-
-    A problem's prompt is a price sentence followed by exactly a fine-tuning prompt's text
-    ("The cup is 5 dollars and the pen is 3 dollars. Mia buys a pen and a cup. How much does
-    she pay?"). The prices are random every time, listed in random order, sometimes with a
-    distractor item, so the base learns to copy the bought items from the purchase sentence
-    and to look each one's price up by name: the lookup that finds nothing in fine-tuning."""
+    """`n` documents: word problems with random prices stated (PROBLEM_SHARE of them) and
+    addition drills ("3+5=8, 9+7=16, ..."), which teach the sums quickly."""
     rng = random.Random(f"mlora-pretrain/{seed}")
     out = []
     for _ in range(n):
         if rng.random() < PROBLEM_SHARE:
-            listed = rng.sample(ITEMS, ITEMS_PER_PROBLEM + rng.randint(0, 1))  # + maybe a distractor
-            items = tuple(listed[:ITEMS_PER_PROBLEM])
-            priced = {it: rng.randint(PRICE_LO, PRICE_HI) for it in listed}
-            rng.shuffle(listed)
-            q = _price_sentence([(it, priced[it]) for it in listed]) + " " + \
-                _question(rng.choice(NAMES), rng.choice(VERBS), items)
-            out.append(prompt(q) + _answer(items, tuple(priced[it] for it in items)))
+            items = tuple(rng.sample(ITEMS, ITEMS_PER_PROBLEM))
+            prices = tuple(rng.randint(PRICE_LO, PRICE_HI) for _ in items)
+            q = _question(rng.choice(NAMES), rng.choice(VERBS), items, prices)
+            out.append(prompt(q) + _answer(items, prices))
         else:
             sums = [(rng.randint(PRICE_LO, PRICE_HI), rng.randint(PRICE_LO, PRICE_HI)) for _ in range(6)]
             out.append(", ".join(f"{a}+{b}={a + b}" for a, b in sums) + ".")
@@ -156,7 +144,7 @@ def pretrain_texts(n: int, seed: int = 0) -> list[str]:
 def words() -> list[str]:
     """Every letter-word the corpora use (the word-level part of the tokenizer's vocab)."""
     ws = set(NAMES) | set(ITEMS) | set(VERBS) | {"Question", "Answer", "a", "and", "for", "dollars",
-                                                  "How", "much", "does", "she", "he", "pay", "The", "the", "is"}
+                                                  "How", "much", "does", "she", "he", "pay"}
     return sorted(ws)
 
 

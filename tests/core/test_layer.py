@@ -132,3 +132,17 @@ def test_set_rank_validates():
     mc.merge_adapters(model, 2)
     with pytest.raises(RuntimeError, match="unmerge"):
         mc.set_rank(model, 2)
+
+
+def test_deepcopy_keeps_an_unmerged_adapter_unmerged():
+    import copy
+
+    import mlora_core as mc
+    from tests.core.helpers import tiny_model
+    model, targets = tiny_model("llama")
+    mc.add_adapters(model, mc.AdapterConfig(method="matryoshka", rank=4, target_modules=targets))
+    clone = copy.deepcopy(model)
+    mc.set_rank(clone, 2)  # raised "adapters are merged" when `merged` was an identity sentinel
+    mc.merge_adapters(clone, rank=2)
+    assert all(layer.merged for _, layer in mc.adapter_layers(clone))
+    assert not any(layer.merged for _, layer in mc.adapter_layers(model))

@@ -46,6 +46,21 @@ def platypus_files(tmp_path_factory) -> Path:
     return d
 
 
+@pytest.fixture(scope="session")
+def tiny_sweep(tiny_model_dir, platypus_files, tmp_path_factory):
+    """One finished sweep (all three arms, registry on) shared by the end-to-end, report and
+    registry tests: (output dir, sweep.json, the CLI's CompletedProcess)."""
+    tmp = tmp_path_factory.mktemp("sweep")
+    out = tmp / "out"
+    exp = tiny_experiment(tiny_model_dir, platypus_files, out,
+                          arms={"matryoshka": {}, "lora": {"ranks": [1, 4]}, "dylora": {}},
+                          registry={"enabled": True, "model_name": "tiny-test", "tolerance": 0.5})
+    proc = mlora("sweep", write_yaml(tmp / "exp.yaml", exp))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "registered: models:/tiny-test/1" in proc.stdout
+    return out, json.loads((out / "sweep.json").read_text()), proc
+
+
 def tiny_experiment(model_dir: Path, data_dir: Path, out: Path, **overrides) -> dict:
     exp = {
         "name": "t",

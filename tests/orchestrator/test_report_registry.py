@@ -12,27 +12,15 @@ from mlora_core.evaluate import generate
 from orchestrator import tracking
 from orchestrator.results import envelope, load_sweep
 
-from .conftest import mlora, tiny_experiment, write_yaml
+from .conftest import mlora
 
 pytestmark = pytest.mark.slow
 
 PROMPTS = ["Question: Add 7 and 10.\nAnswer:", "Question: Add 12 and 15.\nAnswer:"]
 
 
-@pytest.fixture(scope="module")
-def finished_sweep(tiny_model_dir, platypus_files, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("sweep")
-    out = tmp / "out"
-    exp = tiny_experiment(tiny_model_dir, platypus_files, out, arms={"matryoshka": {}, "lora": {"ranks": [1, 4]}},
-                          registry={"enabled": True, "model_name": "tiny-test", "tolerance": 0.5})
-    proc = mlora("sweep", write_yaml(tmp / "exp.yaml", exp))
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "registered: models:/tiny-test/1" in proc.stdout
-    return out, json.loads((out / "sweep.json").read_text())
-
-
-def test_report_holds_every_plot_and_headline_matches_mlflow(finished_sweep):
-    out, state = finished_sweep
+def test_report_holds_every_plot_and_headline_matches_mlflow(tiny_sweep):
+    out, state, _ = tiny_sweep
     rep = out / "report"
     page = (rep / "index.html").read_text()
     for name in ("rank_curve", "aurac", "cost", "loss"):
@@ -64,11 +52,11 @@ def test_report_holds_every_plot_and_headline_matches_mlflow(finished_sweep):
 
 
 
-def test_registered_model_serves_any_rank_like_mlora_core(finished_sweep, tiny_model_dir):
+def test_registered_model_serves_any_rank_like_mlora_core(tiny_sweep, tiny_model_dir):
     import mlflow
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    out, state = finished_sweep
+    out, state, _ = tiny_sweep
     mlflow.set_tracking_uri(state["tracking_uri"])
     client = tracking.client(state["tracking_uri"])
     version = client.get_model_version_by_alias("tiny-test", "recommended")
@@ -92,12 +80,12 @@ def test_registered_model_serves_any_rank_like_mlora_core(finished_sweep, tiny_m
         served.predict(PROMPTS, params={"rank": 9})
 
 
-def test_export_rank_k_loads_in_peft(finished_sweep, tiny_model_dir, tmp_path):
+def test_export_rank_k_loads_in_peft(tiny_sweep, tiny_model_dir, tmp_path):
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    out, state = finished_sweep
+    out, state, _ = tiny_sweep
     dest = tmp_path / "peft-r2"
     proc = mlora("export", "models:/tiny-test@recommended", "--rank", 2, dest, "--tracking-uri",
                  state["tracking_uri"])

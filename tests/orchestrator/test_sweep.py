@@ -31,13 +31,8 @@ def runs_by_trial(out: Path) -> dict[str, list]:
     return by_trial
 
 
-def test_sweep_end_to_end_logs_one_nested_run_per_trial(tiny_model_dir, platypus_files, tmp_path):
-    out = tmp_path / "out"
-    exp = tiny_experiment(tiny_model_dir, platypus_files, out, arms={"matryoshka": {}, "lora": {"ranks": [1, 4]},
-                                                                      "dylora": {}})
-    cfg = write_yaml(tmp_path / "exp.yaml", exp)
-    proc = mlora("sweep", cfg)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+def test_sweep_end_to_end_logs_one_nested_run_per_trial(tiny_sweep):
+    out, _, proc = tiny_sweep
     assert "AURAC" in proc.stdout and "matryoshka-diag" in proc.stdout  # the summary table
 
     state = sweep_state(out)
