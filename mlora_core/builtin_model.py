@@ -2,9 +2,9 @@
 
 No model can be downloaded on the machines this runs on, so the default experiment brings its
 own base model: a real `LlamaForCausalLM`, pre-trained for about two minutes on a synthetic
-corpus (synthetic.pretrain_texts: shop problems whose prices are *given* in the question),
+corpus (synthetic.pretrain_texts: a price is *given* in context, then asked for),
 then saved with `save_pretrained` so the normal `from_pretrained` path loads it. Fine-tuning
-(synthetic.make_examples) asks for prices that are *not* given: a new skill for the adapter.
+(synthetic.make_examples) asks for prices that are *not* given: a table the adapter must learn.
 
     path = ensure_builtin_model("tiny")           # builds once (~2 min), then cached
     model = AutoModelForCausalLM.from_pretrained(path)
@@ -30,7 +30,7 @@ from typing import Callable
 
 from . import synthetic
 
-CODE_VERSION = "5"   # bump when the code below changes what gets built
+CODE_VERSION = "9"   # bump when the code below changes what gets built
 
 RECIPES: dict[str, dict] = {
     "tiny": dict(
@@ -43,8 +43,8 @@ RECIPES: dict[str, dict] = {
         max_position_embeddings=256,
         tie_word_embeddings=True,
         # pre-training
-        corpus="synthetic.pretrain_texts: shop problems, 2 of 64 items, prices stated (1..9) + drills",
-        steps=700,
+        corpus="synthetic.pretrain_texts: an item price stated in context, then asked (10..99)",
+        steps=400,
         batch_size=16,
         seq_len=128,
         lr=3e-3,
@@ -110,8 +110,8 @@ def pretrain(recipe: dict, log: Callable[[str], None] = print):
     model = LlamaForCausalLM(_model_config(recipe, tokenizer))
     steps, bs, width = recipe["steps"], recipe["batch_size"], recipe["seq_len"]
     # documents joined by </s> and cut into rows of `width` tokens (no padding); a document
-    # is ~75 tokens (problem) or ~36 (drill), so steps * bs * width / 60 documents suffice
-    n_docs = steps * bs * width // 50
+    # is ~40 tokens, so steps * bs * width / 25 documents suffice
+    n_docs = steps * bs * width // 25
     texts = synthetic.pretrain_texts(n_docs, seed=recipe["seed"])
     bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
     stream = [t for ids in tokenizer(texts, add_special_tokens=False)["input_ids"] for t in [bos] + ids + [eos]]
