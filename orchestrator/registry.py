@@ -12,21 +12,10 @@ import json
 import tempfile
 from pathlib import Path
 
-from mlora_core.io import read_json
-
 from . import tracking
-from .results import load_sweep, recommended_rank
+from .results import best_matryoshka, load_sweep, read_sweep_state, recommended_rank
 
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
-
-
-def _best_matryoshka(sweep):
-    groups = [g for g in sweep.groups.values() if g.method == "matryoshka"]
-    if not groups:
-        raise ValueError("no finished Matryoshka trial in this sweep: nothing to register")
-    group = max(groups, key=lambda g: g.aurac)
-    trial = max(group.trials, key=lambda t: t.metrics.get("aurac", 0.0))
-    return group, trial
 
 
 def register_sweep(output_dir: str | Path, tracking_uri: str | None = None, model_name: str | None = None) -> str:
@@ -37,16 +26,16 @@ def register_sweep(output_dir: str | Path, tracking_uri: str | None = None, mode
     import mlora_core
     from mlora_core.models import check_model_id, resolve_model_path
 
-    out = Path(output_dir)
-    if not (out / "sweep.json").is_file():
-        raise FileNotFoundError(f"{out} holds no sweep (no sweep.json)")
-    state = read_json(out / "sweep.json")
+    state = read_sweep_state(output_dir)
     uri = tracking_uri or state["tracking_uri"]
     exp = state["experiment"]
     reg = exp.get("registry", {})
     name = model_name or reg.get("model_name") or f"mlora-{exp['name']}"
     sweep = load_sweep(uri, state["parent_run_id"])
-    group, trial = _best_matryoshka(sweep)
+    group = best_matryoshka(sweep)
+    if group is None:
+        raise ValueError("no finished Matryoshka trial in this sweep: nothing to register")
+    trial = max(group.trials, key=lambda t: t.metrics.get("aurac", 0.0))
     rec = recommended_rank(group.ranks, group.mean, reg.get("tolerance", 0.01))
     client = tracking.client(uri)
 

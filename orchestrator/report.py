@@ -27,10 +27,10 @@ import math
 from pathlib import Path
 
 from mlora_core.aurac import aurac
-from mlora_core.io import atomic_write, read_json
+from mlora_core.io import atomic_write
 
 from . import tracking
-from .results import Sweep, envelope, headline, load_sweep, recommended_rank
+from .results import Sweep, best_matryoshka, envelope, headline, load_sweep, read_sweep_state, recommended_rank
 
 COLORS = {"matryoshka": "#d62728", "dylora": "#9467bd", "lora": "#1f77b4", "trunc": "#7f7f7f"}
 
@@ -216,9 +216,7 @@ text-align:right}th{background:#f3f3f3}td:first-child{text-align:left}
 
 def write_report(output_dir: str | Path, tracking_uri: str | None = None, tolerance: float | None = None) -> Path:
     out = Path(output_dir)
-    if not (out / "sweep.json").is_file():
-        raise FileNotFoundError(f"{out} holds no sweep (no sweep.json)")
-    state = read_json(out / "sweep.json")
+    state = read_sweep_state(out)
     uri = tracking_uri or state["tracking_uri"]
     exp = state.get("experiment", {})
     if tolerance is None:
@@ -229,7 +227,7 @@ def write_report(output_dir: str | Path, tracking_uri: str | None = None, tolera
     frontier = cost_frontier(sweep, ranks) if ranks else {"ranks": [], "points": []}
     losses = {t.trial_id: tracking.metric_history(uri, t.run_id, "train_loss") for t in sweep.trials}
     rec = None
-    best_arm = max((g for g in sweep.groups.values() if g.method == "matryoshka"), key=lambda g: g.aurac, default=None)
+    best_arm = best_matryoshka(sweep)
     if best_arm is not None:
         rec = {"arm": best_arm.name, "rank": recommended_rank(best_arm.ranks, best_arm.mean, tolerance),
                "best": max(best_arm.mean), "tolerance": tolerance}

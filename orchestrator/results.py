@@ -9,9 +9,11 @@ rank truncated to k).
 from __future__ import annotations
 
 import statistics
+from pathlib import Path
 from dataclasses import dataclass, field
 
 from mlora_core.aurac import aurac
+from mlora_core.io import read_json
 
 from . import tracking
 
@@ -151,6 +153,20 @@ def headline(sweep: Sweep) -> dict:
             entry["envelope_ratio"] = m_sub / e_sub if e_sub else None
         out["matryoshka"][g.name] = entry
     return out
+
+
+def read_sweep_state(output_dir) -> dict:
+    """OUTPUT_DIR/sweep.json (tracking URI, parent run, resolved experiment), or a clear error."""
+    path = Path(output_dir) / "sweep.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{output_dir} holds no sweep (no sweep.json)")
+    return read_json(path)
+
+
+def best_matryoshka(sweep: Sweep) -> Group | None:
+    """The Matryoshka arm (P schedule) with the highest AURAC: what the report recommends
+    from and what the registry registers."""
+    return max((g for g in sweep.groups.values() if g.method == "matryoshka"), key=lambda g: g.aurac, default=None)
 
 
 def recommended_rank(ranks: list[int], accs: list[float], tolerance: float) -> int:
