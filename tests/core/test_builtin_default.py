@@ -46,3 +46,42 @@ def test_tokenizer_round_trips_and_knows_every_word():
     assert tok.unk_token_id not in ids
     for word in synthetic.words():
         assert len(tok(word, add_special_tokens=False)["input_ids"]) == 1, word
+
+
+def test_builtin_model_is_built_once_cached_and_rebuilt_when_its_recipe_changes(tmp_path, monkeypatch):
+    """ensure_builtin_model on a 5-step recipe: builds into the cache, loads with from_pretrained,
+    re-uses the cache, and a changed recipe gets a new directory (a new hash)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from mlora_core import builtin_model as bm
+
+    micro = {**bm.RECIPES["tiny"], "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+             "steps": 5, "batch_size": 2, "seq_len": 32, "warmup_steps": 2}
+    monkeypatch.setitem(bm.RECIPES, "micro", micro)
+    logs = []
+    path = bm.ensure_builtin_model("micro", cache_dir=tmp_path, log=logs.append)
+    assert any("building builtin:micro" in m for m in logs)
+    meta = (path / "mlora_builtin.json").read_text()
+    assert '"code_version"' in meta and '"final_loss"' in meta
+    model = AutoModelForCausalLM.from_pretrained(path)
+    tok = AutoTokenizer.from_pretrained(path)
+    assert model.config.hidden_size == 32 and len(tok) == model.config.vocab_size
+    assert tok.decode(tok("Question: Mia asks: how much is the bax?", add_special_tokens=False)["input_ids"]) \
+        == "Question: Mia asks: how much is the bax?"
+
+    logs.clear()
+    mtime = (path / "config.json").stat().st_mtime_ns
+    assert bm.ensure_builtin_model("micro", cache_dir=tmp_path, log=logs.append) == path
+    assert not logs and (path / "config.json").stat().st_mtime_ns == mtime  # cached: not rebuilt
+
+    monkeypatch.setitem(bm.RECIPES, "micro", {**micro, "steps": 6})
+    other = bm.ensure_builtin_model("micro", cache_dir=tmp_path, log=logs.append)
+    assert other != path and (other / "config.json").exists()
+    assert not list(tmp_path.glob(".builtin-*"))  # no half-built temp dirs left behind
+
+
+def test_unknown_builtin_model_is_a_clear_error(tmp_path):
+    from mlora_core.builtin_model import ensure_builtin_model
+
+    with pytest.raises(ValueError, match="unknown builtin model 'huge'"):
+        ensure_builtin_model("huge", cache_dir=tmp_path)
