@@ -9,8 +9,8 @@ rank truncated to k).
 from __future__ import annotations
 
 import statistics
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from mlora_core.aurac import aurac
 from mlora_core.io import read_json

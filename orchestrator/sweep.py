@@ -52,10 +52,9 @@ def worker_loop(cfg: dict) -> None:
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:  # Ray restarted this worker group: continue from the last checkpoint
         resume_from = Path(checkpoint.to_directory(str(trial_dir / f"restore-{rank}")))
-    # ~50 progress reports per trial (every one costs a hop worker -> controller -> Tune ->
-    # driver, CPU that a 2-core machine takes from training); at least every 10 steps
-    steps = cfg["run_config"]["train"].get("steps") or 0
-    log_every = int(cfg.get("report_every") or os.environ.get("MLORA_REPORT_EVERY") or max(10, steps // 50))
+    # ~50 progress reports per trial, never more often than every 10 steps: each costs a hop
+    # worker -> controller -> Tune -> driver, CPU that a 2-core machine takes from training
+    log_every = max(10, (cfg["run_config"]["train"].get("steps") or 0) // 50)
 
     def progress(metrics: dict) -> None:
         if metrics["step"] % log_every == 0:
@@ -235,13 +234,13 @@ def run_sweep(exp: Experiment, config_path: str | None = None, resume: bool = Fa
     state = prepare_output_dir(out, resume, overwrite)
     uri = (state or {}).get("tracking_uri") or tracking_uri or exp.tracking_uri
     trials = plan(exp)
+    job = submission_id()  # the `ray job submit` id, or '': tagged on the sweep and every trial run
     if state is None:
         default_store = exp.tracking.uri is None and tracking_uri is None
         exp_id, parent = tracking.start_sweep_run(
             uri, exp.tracking.experiment or exp.name, f"sweep-{time.strftime('%Y%m%d-%H%M%S')}",
             params={"model": exp.model, "trials": len(trials), "config": config_path or "-"},
-            tags={"mlora.config": json.dumps(exp.model_dump(mode="json"))[:5000],
-                  "ray.submission_id": submission_id()},
+            tags={"mlora.config": json.dumps(exp.model_dump(mode="json"))[:5000], "ray.submission_id": job},
             artifact_location=(out / "mlartifacts").as_uri() if default_store else None)
         state = {"tracking_uri": uri, "experiment_id": exp_id, "parent_run_id": parent,
                  "experiment": exp.model_dump(mode="json"), "trials": [t.as_dict() for t in trials]}
@@ -254,7 +253,7 @@ def run_sweep(exp: Experiment, config_path: str | None = None, resume: bool = Fa
     _init_ray(res.max_concurrent_trials * res.workers_per_trial * int(max(1, res.cpus_per_worker)))
     ctx = {"experiment": state["experiment"], "output_dir": str(out), "tracking_uri": uri,
            "experiment_id": state["experiment_id"], "parent_run_id": state["parent_run_id"],
-           "storage_path": str(out / "ray"), "submission_id": submission_id()}
+           "storage_path": str(out / "ray"), "submission_id": job}
     # the driver holds no CPU (its workers do); a 1-byte memory request gives it a valid bundle
     trainable = tune.with_resources(trial_driver, {"CPU": 0, "memory": 1})
     tune_path = out / "ray" / "tune"

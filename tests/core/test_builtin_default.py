@@ -1,7 +1,6 @@
 """The embedded default: the synthetic task and the self-pre-trained `builtin:tiny` model."""
 from __future__ import annotations
 
-import os
 import re
 
 import pytest
