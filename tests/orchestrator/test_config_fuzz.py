@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from orchestrator.cli import main
+from orchestrator.config import Experiment
 
 GOOD = {"name": "fuzz", "model": "builtin:tiny", "adapter": {"rank": 8},
         "arms": {"matryoshka": {}, "lora": {"ranks": [1, 8]}}, "training": {"steps": 10, "batch_size": 4}}
@@ -33,9 +34,17 @@ BAD_VALUES = st.one_of(
     st.dictionaries(st.text(min_size=1, max_size=5), st.integers(), min_size=1, max_size=2),
     st.just([-3]), st.just("not a thing"), st.just([{"x": 1}]),
 )
-KEY = st.text(alphabet="abcdefghijklmnopqrstuvwxyz_", min_size=3, max_size=12).filter(
-    lambda k: k not in {"name", "model", "model_revision", "tasks", "adapter", "arms", "lrs", "seeds", "training",
-                        "eval", "resources", "early_stopping", "cost", "tracking", "registry", "output_dir"})
+
+
+def _schema_keys() -> set[str]:
+    """Every key the schema knows, in any section (a drawn "unknown" key must not be one:
+    `steps` drawn under `training` is a valid config)."""
+    schema = Experiment.model_json_schema()
+    return {k for d in [schema, *schema.get("$defs", {}).values()] for k in d.get("properties", {})}
+
+
+KNOWN = _schema_keys()
+KEY = st.text(alphabet="abcdefghijklmnopqrstuvwxyz_", min_size=3, max_size=12).filter(lambda k: k not in KNOWN)
 
 
 def _set(doc: dict, path: tuple, value) -> None:
