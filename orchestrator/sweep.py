@@ -5,7 +5,8 @@
     -> mlora_core.run on every worker -> final report carries result.json + adapter
     -> trial_driver logs the trial's nested MLflow run.
 
-This is the only module that imports Ray. Ray 2.60 runs Train v2: the TorchTrainer is
+This module and worker.py (what runs on the training workers) are the only ones that import
+Ray. Ray 2.60 runs Train v2: the TorchTrainer is
 built inside the Tune function and forwards rank-0 metrics with TuneReportCallback.
 Layout of an output dir: sweep.json (ids, config), experiment.yaml, mlflow.db +
 mlartifacts/ (default tracking), ray/ (Tune + Train storage, checkpoints), trials/ (worker
@@ -17,7 +18,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -26,6 +26,7 @@ from mlora_core.io import read_json, write_json
 from . import tracking
 from .config import Experiment
 from .plan import TrialSpec, plan, run_config
+from .worker import worker_loop
 
 SWEEP_FILE = "sweep.json"
 
@@ -34,69 +35,12 @@ class TrialFailed(RuntimeError):
     """A trial ended without a result (diverged, bad input, crash); its MLflow run is FAILED."""
 
 
-# ---- on every Ray Train worker --------------------------------------------------------------
-
-def worker_loop(cfg: dict) -> None:
-    """Runs mlora_core.run; every metric and checkpoint leaves through ray.train.report."""
-    import ray.train
-
-    from mlora_core.run import RunConfig, run
-    from mlora_core.train import Diverged
-
-    ctx = ray.train.get_context()
-    rank = ctx.get_world_rank()
-    trial_dir = Path(cfg["trial_dir"])
-    trial_dir.mkdir(parents=True, exist_ok=True)
-    (trial_dir / f"worker-{rank}.pid").write_text(str(os.getpid()))  # for operators (and fault tests)
-    resume_from = None
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:  # Ray restarted this worker group: continue from the last checkpoint
-        resume_from = Path(checkpoint.to_directory(str(trial_dir / f"restore-{rank}")))
-    # ~50 progress reports per trial, never more often than every 10 steps: each costs a hop
-    # worker -> controller -> Tune -> driver, CPU that a 2-core machine takes from training
-    log_every = max(10, (cfg["run_config"]["train"].get("steps") or 0) // 50)
-
-    def progress(metrics: dict) -> None:
-        if metrics["step"] % log_every == 0:
-            ray.train.report({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
-
-    def on_checkpoint(path: Path | None, metrics: dict) -> None:
-        flat = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
-        ray.train.report(flat, checkpoint=ray.train.Checkpoint.from_directory(str(path)) if path else None)
-
-    def final(payload: dict, extra_dir: Path | None) -> None:
-        with tempfile.TemporaryDirectory() as tmp:
-            if rank == 0:
-                Path(tmp, "final.json").write_text(json.dumps(payload))
-                if extra_dir is not None:
-                    for f in extra_dir.iterdir():  # the last training checkpoint, so a restart is a no-op
-                        shutil.copy2(f, tmp)
-                if payload.get("adapter_path"):
-                    shutil.copytree(payload["adapter_path"], Path(tmp, "adapter"))
-            metrics = {"final": 1, **{k: v for k, v in payload.get("metrics", {}).items()}}
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp) if rank == 0 else None)
-
-    try:
-        result = run(RunConfig.from_dict(cfg["run_config"]), trial_dir, callback=progress,
-                     on_checkpoint=on_checkpoint, resume_from=resume_from, log=lambda m: print(m, flush=True))
-    except (Diverged, ValueError, FileNotFoundError) as e:  # not worth a retry: report and stop
-        final({"error": f"{type(e).__name__}: {e}"}, None)
-        return
-    from mlora_core.train import latest_checkpoint
-    payload = {**result.as_dict(), "metrics": {"aurac": result.curve.aurac, "aurac_log2": result.curve.aurac_log2,
-                                               "step": len(result.losses), "train_loss": result.losses[-1],
-                                               **{f"acc_rank_{k}": a for k, a in zip(result.curve.ranks,
-                                                                                     result.curve.accuracy)}}}
-    final(payload, latest_checkpoint(trial_dir / "checkpoints") if rank == 0 else None)
-
-
 # ---- one Tune trial ----------------------------------------------------------------------
 
 def trial_driver(config: dict) -> None:
     """A Tune function trainable: open/continue the MLflow run, train with TorchTrainer, log."""
     import ray.train
     from ray import tune
-    from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
     spec, ctx = TrialSpec(**{k: v for k, v in config["spec"].items() if k != "trial_id"}), config["ctx"]
@@ -119,7 +63,7 @@ def trial_driver(config: dict) -> None:
         return
     res = exp.resources
     per_worker = {"CPU": res.cpus_per_worker, **({"GPU": res.gpus_per_worker} if res.gpus_per_worker else {})}
-    trainer = TorchTrainer(
+    trainer = _trainer_class()(
         worker_loop,
         train_loop_config={"run_config": rc.to_dict(), "trial_dir": str(out / "trials" / spec.trial_id)},
         scaling_config=ray.train.ScalingConfig(num_workers=res.workers_per_trial, use_gpu=res.gpus_per_worker > 0,
@@ -148,6 +92,30 @@ def trial_driver(config: dict) -> None:
         raise TrialFailed(reason) from None
 
 
+def _trainer_class():
+    """TorchTrainer, minus Ray Data's DatasetManager actor when no Ray Dataset is passed (ours
+    never are: each worker loads and shards its data itself). Ray Train v2 starts that actor
+    for every run regardless; like every Train actor it imports ray.data, pandas and pyarrow
+    (~3 s CPU), which on 2 cores comes out of the trial training beside it. Uses a private
+    hook of the pinned Ray (2.60); should it move, the plain TorchTrainer is used."""
+    from ray.train.torch import TorchTrainer
+    try:
+        from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
+    except ImportError:
+        return TorchTrainer
+    if not hasattr(TorchTrainer, "_create_default_callbacks"):
+        return TorchTrainer
+
+    class LeanTorchTrainer(TorchTrainer):
+        def _create_default_callbacks(self):
+            callbacks = super()._create_default_callbacks()
+            if self.datasets:
+                return callbacks
+            return [cb for cb in callbacks if not isinstance(cb, DatasetsCallback)]
+
+    return LeanTorchTrainer
+
+
 # ---- the sweep ------------------------------------------------------------------------------
 
 # Environment for every Ray process of a sweep. Train v2 polls its workers every 2 s by
@@ -156,6 +124,10 @@ def trial_driver(config: dict) -> None:
 # never blocks, while 0.25 s polling cost ~5% of a core per trial on a 2-core machine.
 RAY_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "1.0", "RAY_AIR_NEW_OUTPUT": "0", "RAY_CHDIR_TO_TRIAL_DIR": "0",
            "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
+# Only on a local Ray that this command starts itself: no spot preemption to watch for (one
+# actor less per trial) and no Prometheus/dashboard to feed Train metrics to (dashboard off).
+# On a cluster (RAY_ADDRESS, `ray job submit`) Ray's defaults stay.
+LOCAL_RAY_ENV = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0", "RAY_TRAIN_METRICS_ENABLED": "0"}
 
 
 def _init_ray(num_cpus_hint: int) -> None:
@@ -176,6 +148,7 @@ def _init_ray(num_cpus_hint: int) -> None:
         ray.init(runtime_env={"env_vars": env}, log_to_driver=verbose, logging_level="WARNING")
     else:  # a local one, no dashboard. Note: Ray maps a loopback node IP to the host's address
         # and its gRPC services listen on all interfaces; Ray's token auth (default) guards them.
+        env.update({k: os.environ.get(k, v) for k, v in LOCAL_RAY_ENV.items()})  # a user's setting wins
         ray.init(num_cpus=max(num_cpus_hint, os.cpu_count() or 1), include_dashboard=False,
                  log_to_driver=verbose, logging_level="WARNING", _node_ip_address="127.0.0.1",
                  runtime_env={"env_vars": env})
