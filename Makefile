@@ -25,7 +25,7 @@ test-fast: setup
 	$(PY) -m pytest tests -m "not slow"
 
 bench: setup
-	@for f in benchmarks/*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
+	@for f in benchmarks/[!_]*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
 
 clean:
 	rm -rf .venv outputs .pytest_cache

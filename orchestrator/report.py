@@ -176,9 +176,10 @@ def _headline_html(data: dict) -> str:
     for name, m in h["matryoshka"].items():
         pct = _fmt(m["cost_fraction"] and 100 * m["cost_fraction"], ".0f")
         ratio = _fmt(m.get("envelope_ratio") and 100 * m["envelope_ratio"], ".0f")
-        rows.append(f"<p class=big>One <b>{html.escape(name)}</b> run: <b>{_fmt(m['device_hours'], '.4f')}</b> "
-                    f"device-hours = <b>{pct}%</b> of the LoRA grid's {_fmt(h['grid_device_hours'], '.4f')} "
-                    f"(<b>{_fmt(m['flops_fraction'] and 100 * m['flops_fraction'], '.0f')}%</b> of its FLOPs); "
+        rows.append(f"<p class=big><b>{html.escape(name)}</b> ({m['arm_runs']} run(s), "
+                    f"<b>{_fmt(m['device_hours'], '.4f')}</b> device-hours each): <b>{pct}%</b> of the compute of "
+                    f"the LoRA grid's {m['grid_runs']} runs ({_fmt(h['grid_device_hours'], '.4f')} device-hours, "
+                    f"<b>{_fmt(m['flops_fraction'] and 100 * m['flops_fraction'], '.0f')}%</b> of its FLOPs); "
                     f"AURAC <b>{_fmt(m['aurac'])}</b> vs grid envelope {_fmt(h['envelope_aurac'])} "
                     f"(<b>{ratio}%</b>).</p>")
         cells = "".join(f"<tr><td>{k}</td><td>{_fmt(v['matryoshka'])}</td><td>{_fmt(v['lora'])}</td></tr>"

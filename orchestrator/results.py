@@ -130,8 +130,18 @@ def grid_cost(sweep: Sweep, key: str = "device_hours") -> float:
     return sum(t.metrics.get(key, 0.0) for t in sweep.trials if t.method == "lora")
 
 
+def arm_cost(sweep: Sweep, group: str, key: str = "device_hours") -> float:
+    """What one arm (e.g. a Matryoshka schedule) cost: all its trials (all lrs and seeds)."""
+    return sum(t.metrics.get(key, 0.0) for t in sweep.trials if t.group == group)
+
+
 def headline(sweep: Sweep) -> dict:
-    """The numbers the report leads with (per Matryoshka schedule)."""
+    """The numbers the report leads with (per Matryoshka schedule).
+
+    cost_fraction / flops_fraction compare what the sweep spent on each side: the Matryoshka
+    arm's trials against the LoRA grid's trials. With the same lrs and seeds on both sides
+    (the default) that is one Matryoshka run / one grid (a run per rank); comparing one run
+    with every grid trial of a 3-seed sweep would understate it 3x."""
     env = envelope(sweep)
     out = {"envelope": env, "envelope_aurac": aurac(list(env), list(env.values())) if env else None,
            "envelope_aurac_log2": aurac(list(env), list(env.values()), log2=True) if env else None,
@@ -144,8 +154,11 @@ def headline(sweep: Sweep) -> dict:
         common = [k for k in g.ranks if k in env]
         entry = {"aurac": g.aurac, "aurac_log2": g.aurac_log2, "device_hours": one_run,
                  "flops": g.cost["total_flops"],
-                 "cost_fraction": one_run / out["grid_device_hours"] if out["grid_device_hours"] else None,
-                 "flops_fraction": g.cost["total_flops"] / out["grid_flops"] if out["grid_flops"] else None,
+                 "arm_device_hours": arm_cost(sweep, g.name), "arm_runs": sum(t.group == g.name for t in sweep.trials),
+                 "grid_runs": sum(t.method == "lora" for t in sweep.trials),
+                 "cost_fraction": arm_cost(sweep, g.name) / out["grid_device_hours"] if out["grid_device_hours"] else None,
+                 "flops_fraction": (arm_cost(sweep, g.name, "total_flops") / out["grid_flops"]
+                                    if out["grid_flops"] else None),
                  "per_rank": {k: {"matryoshka": a, "lora": env.get(k)} for k, a in zip(g.ranks, g.mean)}}
         if common and out["envelope_aurac"]:
             m_sub = aurac(common, [dict(zip(g.ranks, g.mean))[k] for k in common])
@@ -194,8 +207,9 @@ def print_summary(sweep: Sweep) -> dict:
         metrics["envelope_aurac"] = h["envelope_aurac"]
     for name, m in h["matryoshka"].items():
         if m["cost_fraction"] is not None and m.get("envelope_ratio") is not None:
-            print(f"\none {name} run: {m['device_hours']:.4f} device-hours = {100 * m['cost_fraction']:.0f}% of the "
-                  f"LoRA grid's {h['grid_device_hours']:.4f} ({100 * m['flops_fraction']:.0f}% of its FLOPs); "
+            print(f"\n{name} ({m['arm_runs']} run(s), {m['device_hours']:.4f} device-hours each): "
+                  f"{100 * m['cost_fraction']:.0f}% of the compute of the LoRA grid's {m['grid_runs']} runs "
+                  f"({h['grid_device_hours']:.4f} device-hours, {100 * m['flops_fraction']:.0f}% of its FLOPs); "
                   f"AURAC {m['aurac']:.3f} vs grid envelope {h['envelope_aurac']:.3f} "
                   f"({100 * m['envelope_ratio']:.0f}%)")
             metrics[f"{name}_cost_fraction"] = m["cost_fraction"]
