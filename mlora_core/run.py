@@ -98,6 +98,10 @@ def run(config: RunConfig, output_dir: str | Path, *, callback: Callable[[dict],
     if data.truncated:
         quiet(f"warning: {data.truncated}/{len(train_examples)} training examples cut at "
               f"max_length={config.train.max_length}")
+    # A's initial values come from torch's global RNG: seed it here, or they depend on whatever
+    # loading consumed before (measured: two runs of one config drifted apart from step 1 and
+    # LoRA-16's exact match spread 0.47-0.80); the same seed on every DDP worker, too
+    torch.manual_seed(config.train.seed)
     add_adapters(model, config.adapter)
     summary = adapter_summary(model)
     quiet(f"{config.adapter.method} r={config.adapter.rank} on {config.model}: {summary}")

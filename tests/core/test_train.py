@@ -93,3 +93,21 @@ def test_evaluate_every_rank_gives_curve(setup):
     assert curve.ranks == (1, 2, 4) and len(curve.accuracy) == 3 and all(0 <= a <= 1 for a in curve.accuracy)
     assert curve.aurac == mc.aurac(curve.ranks, curve.accuracy) and len(tokens) == 3 and min(tokens) > 0
     assert all(l.rank is None for _, l in mc.adapter_layers(model))
+
+
+def test_run_is_a_function_of_its_config_not_of_the_callers_rng(setup, tmp_path):
+    # run() seeds A's initialisation itself: before, A came from whatever state loading left
+    # torch's global RNG in, and two runs of one config drifted apart from step 1
+    from mlora_core.run import RunConfig, run
+    tok, _ = setup
+    base = tmp_path / "base"
+    tiny_llama(tok).save_pretrained(base)
+    tok.save_pretrained(base)
+    cfg = RunConfig(model=str(base), train_task=TaskConfig("synthetic", n=32), eval_task=TaskConfig("synthetic", split="test", n=4),
+                    adapter=mc.AdapterConfig(method="lora", rank=4, eval_ranks=(4,)),
+                    train=TrainConfig(steps=4, batch_size=8, lr=1e-2, warmup_steps=1, log_every=0, seed=3))
+    losses = []
+    for i, junk in enumerate((1, 1000)):
+        torch.rand(junk)  # a caller (or a loader) that used the RNG differently
+        losses.append(run(cfg, tmp_path / f"run{i}", log=lambda *_: None).losses)
+    assert losses[0] == losses[1] and losses[0][1] != losses[0][0]
