@@ -104,8 +104,12 @@ def _group(name: str, trials: list[Trial]) -> Group:
 
 
 def load_sweep(tracking_uri: str, parent_run_id: str) -> Sweep:
-    trials = sorted((_trial(r) for r in tracking.trial_runs(tracking_uri, parent_run_id)),
-                    key=lambda t: (t.method != "matryoshka", t.method, t.rank, t.p_schedule, t.lr, t.seed))
+    return aggregate([_trial(r) for r in tracking.trial_runs(tracking_uri, parent_run_id)], tracking_uri, parent_run_id)
+
+
+def aggregate(trials: list[Trial], tracking_uri: str = "", parent_run_id: str = "") -> Sweep:
+    """A Sweep of these trials: sorted, finished ones grouped per arm."""
+    trials = sorted(trials, key=lambda t: (t.method != "matryoshka", t.method, t.rank, t.p_schedule, t.lr, t.seed))
     sweep = Sweep(tracking_uri, parent_run_id, trials)
     names: dict[str, list[Trial]] = {}
     for t in trials:
@@ -146,19 +150,18 @@ def headline(sweep: Sweep) -> dict:
     out = {"envelope": env, "envelope_aurac": aurac(list(env), list(env.values())) if env else None,
            "envelope_aurac_log2": aurac(list(env), list(env.values()), log2=True) if env else None,
            "grid_device_hours": grid_cost(sweep), "grid_flops": grid_cost(sweep, "total_flops"),
+           "grid_runs": sum(t.method == "lora" for t in sweep.trials),
            "failed": [t.trial_id for t in sweep.failed], "matryoshka": {}}
     for g in sweep.groups.values():
         if g.method != "matryoshka":
             continue
-        one_run = g.cost["device_hours"]
         common = [k for k in g.ranks if k in env]
-        entry = {"aurac": g.aurac, "aurac_log2": g.aurac_log2, "device_hours": one_run,
-                 "flops": g.cost["total_flops"],
-                 "arm_device_hours": arm_cost(sweep, g.name), "arm_runs": sum(t.group == g.name for t in sweep.trials),
-                 "grid_runs": sum(t.method == "lora" for t in sweep.trials),
-                 "cost_fraction": arm_cost(sweep, g.name) / out["grid_device_hours"] if out["grid_device_hours"] else None,
-                 "flops_fraction": (arm_cost(sweep, g.name, "total_flops") / out["grid_flops"]
-                                    if out["grid_flops"] else None),
+        arm_hours, arm_flops = arm_cost(sweep, g.name), arm_cost(sweep, g.name, "total_flops")
+        entry = {"aurac": g.aurac, "aurac_log2": g.aurac_log2, "device_hours": g.cost["device_hours"],
+                 "flops": g.cost["total_flops"], "arm_device_hours": arm_hours,
+                 "arm_runs": sum(t.group == g.name for t in sweep.trials), "grid_runs": out["grid_runs"],
+                 "cost_fraction": arm_hours / out["grid_device_hours"] if out["grid_device_hours"] else None,
+                 "flops_fraction": arm_flops / out["grid_flops"] if out["grid_flops"] else None,
                  "per_rank": {k: {"matryoshka": a, "lora": env.get(k)} for k, a in zip(g.ranks, g.mean)}}
         if common and out["envelope_aurac"]:
             m_sub = aurac(common, [dict(zip(g.ranks, g.mean))[k] for k in common])

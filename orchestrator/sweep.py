@@ -14,6 +14,7 @@ scratch), report/.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -92,6 +93,7 @@ def trial_driver(config: dict) -> None:
         raise TrialFailed(reason) from None
 
 
+@functools.cache  # one class per process, not one per trial
 def _trainer_class():
     """TorchTrainer, minus Ray Data's DatasetManager actor when no Ray Dataset is passed (ours
     never are: each worker loads and shards its data itself). Ray Train v2 starts that actor

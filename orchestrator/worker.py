@@ -19,7 +19,7 @@ def worker_loop(cfg: dict) -> None:
     import ray.train
 
     from mlora_core.run import RunConfig, run
-    from mlora_core.train import Diverged
+    from mlora_core.train import Diverged, latest_checkpoint
 
     ctx = ray.train.get_context()
     rank = ctx.get_world_rank()
@@ -60,7 +60,6 @@ def worker_loop(cfg: dict) -> None:
     except (Diverged, ValueError, FileNotFoundError) as e:  # not worth a retry: report and stop
         final({"error": f"{type(e).__name__}: {e}"}, None)
         return
-    from mlora_core.train import latest_checkpoint
     payload = {**result.as_dict(), "metrics": {"aurac": result.curve.aurac, "aurac_log2": result.curve.aurac_log2,
                                                "step": len(result.losses), "train_loss": result.losses[-1],
                                                **{f"acc_rank_{k}": a for k, a in zip(result.curve.ranks,
