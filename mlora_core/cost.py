@@ -80,7 +80,7 @@ class Cost:
     eval_flops: float
     train_seconds: float
     eval_seconds: float
-    devices: int
+    devices: float                    # priced devices held (workers x devices per worker)
     device_name: str
     price_per_device_hour: float
 
@@ -108,7 +108,7 @@ class Cost:
 
     def __str__(self) -> str:
         return (f"{self.train_tokens:,} train tok, {self.total_flops:.3g} FLOPs, {self.wall_seconds:.1f} s on "
-                f"{self.devices} x {self.device_name} = {self.device_hours:.4f} device-h (${self.dollars:.4f})")
+                f"{self.devices:g} x {self.device_name} = {self.device_hours:.4f} device-h (${self.dollars:.4f})")
 
 
 @functools.lru_cache(maxsize=8)

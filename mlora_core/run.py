@@ -37,13 +37,14 @@ class RunConfig:
     max_new_tokens: int = 12
     device_name: str = "cpu"              # for cost: what one device is (e.g. "H100-80GB")
     price_per_device_hour: float = 0.0    # USD
+    devices_per_worker: float = 1.0       # priced devices each worker holds: its GPUs, or its CPU cores
 
     def to_dict(self) -> dict:
         return {"model": self.model, "train_task": dataclasses.asdict(self.train_task),
                 "eval_task": dataclasses.asdict(self.eval_task), "adapter": self.adapter.to_dict(),
                 "train": dataclasses.asdict(self.train), "eval_batch_size": self.eval_batch_size,
                 "max_new_tokens": self.max_new_tokens, "device_name": self.device_name,
-                "price_per_device_hour": self.price_per_device_hour}
+                "price_per_device_hour": self.price_per_device_hour, "devices_per_worker": self.devices_per_worker}
 
     @classmethod
     def from_dict(cls, d: dict) -> "RunConfig":
@@ -121,7 +122,7 @@ def run(config: RunConfig, output_dir: str | Path, *, callback: Callable[[dict],
                      for k, n in zip(curve.ranks, eval_tokens)) * world_size
     cost = Cost(train_tokens=result.train_tokens, eval_tokens=sum(eval_tokens) * world_size,
                 train_flops=result.train_flops, eval_flops=eval_flops, train_seconds=result.seconds,
-                eval_seconds=eval_seconds, devices=world_size, device_name=config.device_name,
+                eval_seconds=eval_seconds, devices=world_size * config.devices_per_worker, device_name=config.device_name,
                 price_per_device_hour=config.price_per_device_hour)
     adapter_path = None
     if rank == 0:

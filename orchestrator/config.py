@@ -129,7 +129,7 @@ class EarlyStopping(Strict):
 
 
 class Cost(Strict):
-    device: str = "cpu"                     # what one device is, for the report
+    device: str = "cpu"                     # what one priced device is: one GPU, or one CPU core on CPU trials
     price_per_device_hour: Annotated[float, Field(ge=0)] = 0.0  # USD
     effective_tflops: PosFloat = 0.05       # per device, for `mlora plan`'s time estimate
     startup_seconds: Annotated[float, Field(ge=0)] = 20.0        # per trial (Ray + model load)

@@ -73,7 +73,15 @@ def run_config(exp: Experiment, spec: TrialSpec) -> RunConfig:
     return RunConfig(model=exp.model, train_task=task(exp.tasks.train, spec.seed), eval_task=task(exp.tasks.eval, 0),
                      adapter=adapter, train=train, eval_batch_size=exp.eval.batch_size,
                      max_new_tokens=exp.eval.max_new_tokens, device_name=exp.cost.device,
-                     price_per_device_hour=exp.cost.price_per_device_hour)
+                     price_per_device_hour=exp.cost.price_per_device_hour,
+                     devices_per_worker=devices_per_worker(exp))
+
+
+def devices_per_worker(exp: Experiment) -> float:
+    """What a trial pays for, per worker: its GPUs on a GPU trial, else its CPU cores (so `cost.device`
+    names one GPU or one core, and a 2-CPU worker costs twice a 1-CPU one)."""
+    res = exp.resources
+    return float(res.gpus_per_worker or res.cpus_per_worker)
 
 
 @dataclass(frozen=True)
@@ -97,7 +105,7 @@ def estimate(exp: Experiment, trials: list[TrialSpec]) -> list[Estimate]:
     else:
         steps = t.steps
     seqs = steps * t.batch_size * t.grad_accum * res.workers_per_trial
-    devices = res.workers_per_trial * max(1, int(res.gpus_per_worker) if res.gpus_per_worker else 1)
+    devices = res.workers_per_trial * devices_per_worker(exp)
     out, models = [], {}
     for spec in trials:
         rc = run_config(exp, spec)

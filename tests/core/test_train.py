@@ -111,3 +111,21 @@ def test_run_is_a_function_of_its_config_not_of_the_callers_rng(setup, tmp_path)
         torch.rand(junk)  # a caller (or a loader) that used the RNG differently
         losses.append(run(cfg, tmp_path / f"run{i}", log=lambda *_: None).losses)
     assert losses[0] == losses[1] and losses[0][1] != losses[0][0]
+
+
+def test_cost_counts_every_device_a_worker_holds(setup, tmp_path):
+    # a worker with 2 priced devices (2 CPU cores, or 2 GPUs) costs twice the device-hours
+    from mlora_core.run import RunConfig, run
+    tok, _ = setup
+    base = tmp_path / "base"
+    tiny_llama(tok).save_pretrained(base)
+    tok.save_pretrained(base)
+    cfg = RunConfig(model=str(base), train_task=TaskConfig("synthetic", n=16), eval_task=TaskConfig("synthetic", split="test", n=4),
+                    adapter=mc.AdapterConfig(method="lora", rank=2, eval_ranks=(2,)),
+                    train=TrainConfig(steps=2, batch_size=8, lr=1e-2, warmup_steps=1, log_every=0),
+                    devices_per_worker=2, price_per_device_hour=1.0)
+    cost = run(cfg, tmp_path / "run", log=lambda *_: None).cost
+    assert cost.devices == 2
+    assert cost.device_hours == pytest.approx(cost.wall_seconds * 2 / 3600)
+    assert cost.dollars == pytest.approx(cost.device_hours)
+    assert RunConfig.from_dict(cfg.to_dict()) == cfg  # travels to Ray workers as a dict
