@@ -123,14 +123,15 @@ env "$MARK" ray start --address="127.0.0.1:$GCS" --node-ip-address=127.0.0.1 \
   || { cat "$BASE/worker-start.log" >&2; exit 1; }
 # `ray start` returns once the worker's raylet runs, before the GCS lists it as alive: wait
 # (up to 60 s) for both nodes so that the job can use the worker's CPU from its first trial
+both_nodes() { [ "$(grep -cE "^ +1 node_" <<<"$STATUS")" -ge 2 ]; }
 STATUS=""
 for i in $(seq 1 120); do
   STATUS=$(ray status --address="127.0.0.1:$GCS" 2>/dev/null || true)
-  [ "$(grep -cE "^ +1 node_" <<<"$STATUS")" -ge 2 ] && break
+  both_nodes && break
   sleep 0.5
 done
 grep -E "^ +[0-9]+ node_|CPU" <<<"$STATUS" || true
-[ "$(grep -cE "^ +1 node_" <<<"$STATUS")" -ge 2 ] || { echo "local_cluster_demo: the worker node did not join within 60 s" >&2; cat "$BASE/worker-start.log" >&2; exit 1; }
+both_nodes || { echo "local_cluster_demo: the worker node did not join within 60 s" >&2; cat "$BASE/worker-start.log" >&2; exit 1; }
 
 SUBMISSION_ID=${MLORA_DEMO_SUBMISSION_ID:-mlora-demo-$(date +%Y%m%d-%H%M%S)}
 say "ray job submit --address http://127.0.0.1:$DASH --working-dir $WORKDIR -- mlora sweep $JOB_CONFIG --output-dir $OUT"

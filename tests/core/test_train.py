@@ -95,17 +95,23 @@ def test_evaluate_every_rank_gives_curve(setup):
     assert all(l.rank is None for _, l in mc.adapter_layers(model))
 
 
-def test_run_is_a_function_of_its_config_not_of_the_callers_rng(setup, tmp_path):
-    # run() seeds A's initialisation itself: before, A came from whatever state loading left
-    # torch's global RNG in, and two runs of one config drifted apart from step 1
-    from mlora_core.run import RunConfig, run
-    tok, _ = setup
+def small_run_config(tok, tmp_path, **overrides):
+    """A RunConfig for mlora_core.run on a tiny saved base (4 LoRA steps on the synthetic task)."""
+    from mlora_core.run import RunConfig
     base = tmp_path / "base"
     tiny_llama(tok).save_pretrained(base)
     tok.save_pretrained(base)
-    cfg = RunConfig(model=str(base), train_task=TaskConfig("synthetic", n=32), eval_task=TaskConfig("synthetic", split="test", n=4),
-                    adapter=mc.AdapterConfig(method="lora", rank=4, eval_ranks=(4,)),
-                    train=TrainConfig(steps=4, batch_size=8, lr=1e-2, warmup_steps=1, log_every=0, seed=3))
+    fields = dict(model=str(base), train_task=TaskConfig("synthetic", n=32), eval_task=TaskConfig("synthetic", split="test", n=4),
+                  adapter=mc.AdapterConfig(method="lora", rank=4, eval_ranks=(4,)),
+                  train=TrainConfig(steps=4, batch_size=8, lr=1e-2, warmup_steps=1, log_every=0, seed=3))
+    return RunConfig(**{**fields, **overrides})
+
+
+def test_run_is_a_function_of_its_config_not_of_the_callers_rng(setup, tmp_path):
+    # run() seeds A's initialisation itself: before, A came from whatever state loading left
+    # torch's global RNG in, and two runs of one config drifted apart from step 1
+    from mlora_core.run import run
+    cfg = small_run_config(setup[0], tmp_path)
     losses = []
     for i, junk in enumerate((1, 1000)):
         torch.rand(junk)  # a caller (or a loader) that used the RNG differently
@@ -116,14 +122,7 @@ def test_run_is_a_function_of_its_config_not_of_the_callers_rng(setup, tmp_path)
 def test_cost_counts_every_device_a_worker_holds(setup, tmp_path):
     # a worker with 2 priced devices (2 CPU cores, or 2 GPUs) costs twice the device-hours
     from mlora_core.run import RunConfig, run
-    tok, _ = setup
-    base = tmp_path / "base"
-    tiny_llama(tok).save_pretrained(base)
-    tok.save_pretrained(base)
-    cfg = RunConfig(model=str(base), train_task=TaskConfig("synthetic", n=16), eval_task=TaskConfig("synthetic", split="test", n=4),
-                    adapter=mc.AdapterConfig(method="lora", rank=2, eval_ranks=(2,)),
-                    train=TrainConfig(steps=2, batch_size=8, lr=1e-2, warmup_steps=1, log_every=0),
-                    devices_per_worker=2, price_per_device_hour=1.0)
+    cfg = small_run_config(setup[0], tmp_path, devices_per_worker=2, price_per_device_hour=1.0)
     cost = run(cfg, tmp_path / "run", log=lambda *_: None).cost
     assert cost.devices == 2
     assert cost.device_hours == pytest.approx(cost.wall_seconds * 2 / 3600)

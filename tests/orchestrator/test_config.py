@@ -89,9 +89,10 @@ def test_console_script_exit_code(tmp_path):
 def test_priced_devices_per_worker_are_its_gpus_or_its_cpu_cores():
     from orchestrator.plan import estimate, plan, run_config
     exp = load_experiment(ROOT / "experiments" / "tiny.yaml")
-    one = exp.model_copy(update={"resources": exp.resources.model_copy(update={"cpus_per_worker": 1})})
-    two = exp.model_copy(update={"resources": exp.resources.model_copy(update={"cpus_per_worker": 2})})
-    gpu = exp.model_copy(update={"resources": exp.resources.model_copy(update={"cpus_per_worker": 8, "gpus_per_worker": 1})})
+    def with_resources(**res):
+        return exp.model_copy(update={"resources": exp.resources.model_copy(update=res)})
+    one, two, gpu = with_resources(cpus_per_worker=1), with_resources(cpus_per_worker=2), \
+        with_resources(cpus_per_worker=8, gpus_per_worker=1)
     spec = plan(exp)[0]
     assert [run_config(e, spec).devices_per_worker for e in (one, two, gpu)] == [1, 2, 1]
     # the estimate prices the same compute plus each trial's start-up on every device it holds
