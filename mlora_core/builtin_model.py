@@ -30,7 +30,7 @@ from typing import Callable
 
 from . import synthetic
 
-CODE_VERSION = "9"   # bump when the code below changes what gets built
+CODE_VERSION = "10"   # bump when the code below changes what gets built
 
 RECIPES: dict[str, dict] = {
     "tiny": dict(
@@ -56,17 +56,22 @@ RECIPES: dict[str, dict] = {
 
 
 # ---------------------------------------------------------------------------------------------
-# tokenizer: one token per known word, per digit, per space and per punctuation mark;
-# unknown letter-words fall back to single letters (WordPiece "##" pieces), so any CHARSET
-# text round-trips exactly. Spaces are their own tokens, so tok(prompt) + tok(answer) ==
-# tok(prompt + answer) for our prompts (no merge across the "Answer: " boundary).
+# tokenizer: one token per known word *with its leading space* (" asks", as GPT-2/SentencePiece
+# vocabularies have them), one per digit, per remaining space and per punctuation mark, and one
+# for GSM8K's "####"; unknown letter-words fall back to single letters (WordPiece "@@" pieces),
+# so any CHARSET text round-trips exactly. Folding spaces into words makes a task sequence ~20
+# tokens instead of ~30: training and evaluation cost follow the token count. A space before a
+# digit or "####" stays its own token, so tok(prompt) + tok(answer) == tok(prompt + answer) for
+# prompts ending in "Answer: " and answers starting with "####" (no merge across that boundary).
 SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
+PIECE = "@@"   # WordPiece continuation prefix; not "##", which "####" would collide with
 
 
 def _vocab() -> list[str]:
     chars = sorted(set(synthetic.CHARSET))
-    pieces = ["##" + c for c in string.ascii_letters]
-    return list(dict.fromkeys(SPECIALS + chars + pieces + synthetic.words()))
+    pieces = [PIECE + c for c in string.ascii_letters] + [" " + c for c in string.ascii_letters]
+    words = synthetic.words()
+    return list(dict.fromkeys(SPECIALS + chars + pieces + ["####"] + words + [" " + w for w in words]))
 
 
 def build_tokenizer():
@@ -75,9 +80,10 @@ def build_tokenizer():
     from transformers import PreTrainedTokenizerFast
 
     vocab = {w: i for i, w in enumerate(_vocab())}
-    tok = Tokenizer(models.WordPiece(vocab, unk_token="<unk>", max_input_chars_per_word=100))
-    tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"[A-Za-z]+|[^A-Za-z]"), behavior="isolated")
-    tok.decoder = decoders.Sequence([decoders.Replace("##", ""), decoders.Fuse()])
+    tok = Tokenizer(models.WordPiece(vocab, unk_token="<unk>", max_input_chars_per_word=100,
+                                     continuing_subword_prefix=PIECE))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex(r" ?[A-Za-z]+|####|[^A-Za-z]"), behavior="isolated")
+    tok.decoder = decoders.Sequence([decoders.Replace(PIECE, ""), decoders.Fuse()])
     # like Llama's tokenizers: add_special_tokens=True prepends <s>, which is what
     # tasks.tokenize puts before every training sequence and evaluation feeds the prompts
     bos = vocab["<s>"]
@@ -110,8 +116,8 @@ def pretrain(recipe: dict, log: Callable[[str], None] = print):
     model = LlamaForCausalLM(_model_config(recipe, tokenizer))
     steps, bs, width = recipe["steps"], recipe["batch_size"], recipe["seq_len"]
     # documents joined by </s> and cut into rows of `width` tokens (no padding); a document
-    # is ~40 tokens, so steps * bs * width / 25 documents suffice
-    n_docs = steps * bs * width // 25
+    # is ~28 tokens, so steps * bs * width / 20 documents suffice
+    n_docs = steps * bs * width // 20
     texts = synthetic.pretrain_texts(n_docs, seed=recipe["seed"])
     bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
     stream = [t for ids in tokenizer(texts, add_special_tokens=False)["input_ids"] for t in [bos] + ids + [eos]]

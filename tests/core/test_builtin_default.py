@@ -45,6 +45,20 @@ def test_tokenizer_round_trips_and_knows_every_word():
     assert tok.unk_token_id not in ids
     for word in synthetic.words():
         assert len(tok(word, add_special_tokens=False)["input_ids"]) == 1, word
+        assert len(tok(" " + word, add_special_tokens=False)["input_ids"]) == 1, word  # space folded in
+
+
+def test_task_tokens_split_at_the_answer_boundary_as_the_whole_text_does():
+    """tasks.tokenize tokenizes prompt and answer apart; that must equal tokenizing them joined,
+    or training would see other tokens than pre-training did. And a question stays short (training
+    cost follows the token count): words carry their space, "####" is one token."""
+    tok = build_tokenizer()
+    enc = lambda s: tok(s, add_special_tokens=False)["input_ids"]  # noqa: E731
+    for ex in synthetic.make_examples("train", 200):
+        p = synthetic.prompt(ex["question"])
+        assert enc(p) + enc(ex["answer"]) == enc(p + ex["answer"])
+        assert len(enc(p + ex["answer"])) <= 24, tok.convert_ids_to_tokens(enc(p + ex["answer"]))
+    assert tok.convert_ids_to_tokens(enc("Answer: #### 62")) == ["Answer", ":", " ", "####", " ", "6", "2"]
 
 
 def test_builtin_model_is_built_once_cached_and_rebuilt_when_its_recipe_changes(tmp_path, monkeypatch):
