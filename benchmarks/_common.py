@@ -31,15 +31,20 @@ def machine() -> dict:
 
 
 def interleaved(fns: dict[str, Callable[[], None]], repeats: int = 7, warmup: int = 2) -> dict[str, float]:
-    """Median seconds per call of each fn, measured round-robin."""
+    """Median seconds per call of each fn, measured round-robin (on CUDA, each call is timed up to
+    the end of its kernels, not of their launch)."""
+    import torch
+    sync = torch.cuda.synchronize if torch.cuda.is_available() and torch.cuda.is_initialized() else (lambda: None)
     for _ in range(warmup):
         for fn in fns.values():
             fn()
     times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeats):
         for k, fn in fns.items():
+            sync()
             t = time.perf_counter()
             fn()
+            sync()
             times[k].append(time.perf_counter() - t)
     return {k: statistics.median(v) for k, v in times.items()}
 

@@ -67,7 +67,13 @@ class AdapterLayer(nn.Module):
             return y
         k, s = self._active()
         a, b = (self.lora_A, self.lora_B) if k == self.config.rank else (self.lora_A[:k], self.lora_B[:, :k])
-        h = F.linear(self.dropout(x).to(a.dtype), a) * s  # (..., k): the only place P enters
+        x = self.dropout(x)
+        if not torch.is_autocast_enabled(x.device.type):
+            # a bf16 base without autocast meets fp32 adapters: match them. Under autocast the matmul
+            # picks its dtype itself, and an explicit cast would cost an activation-sized copy forward
+            # and another backward (measured on a GPU: ~15% of a 1B model's fwd+bwd kernel time)
+            x = x.to(a.dtype)
+        h = F.linear(x, a) * s  # (..., k): the only place P enters
         return y + F.linear(h, b).to(y.dtype)
 
     def delta_weight(self, rank: int | None = None) -> torch.Tensor:

@@ -107,6 +107,7 @@ class Training(Strict):
     weight_decay: Annotated[float, Field(ge=0)] = 0.0
     max_grad_norm: PosFloat = 1.0
     checkpoint_every: Annotated[int, Field(ge=0, strict=True)] = 0  # steps; 0 = at the end only
+    compile: bool = False                   # torch.compile the train step: GPUs (see mlora_core/train.py)
 
 
 class Evaluation(Strict):

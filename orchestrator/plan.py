@@ -66,7 +66,7 @@ def run_config(exp: Experiment, spec: TrialSpec) -> RunConfig:
     train = TrainConfig(steps=t.steps, epochs=t.epochs, batch_size=t.batch_size, grad_accum=t.grad_accum, lr=spec.lr,
                         weight_decay=t.weight_decay, warmup_steps=t.warmup_steps, schedule=t.schedule,
                         max_grad_norm=t.max_grad_norm, max_length=t.max_length, seed=spec.seed,
-                        checkpoint_every=t.checkpoint_every,
+                        checkpoint_every=t.checkpoint_every, compile=t.compile,
                         threads=max(1, int(exp.resources.cpus_per_worker)) if not exp.resources.gpus_per_worker else None)
     # the eval set is the same for every trial (seed 0); the training data order follows the trial's seed
     task = lambda s, seed: TaskConfig(name=s.name, path=s.path, split=s.split, n=s.n, seed=seed)  # noqa: E731

@@ -10,6 +10,7 @@ import mlora_core as mc
 from mlora_core.builtin_model import build_tokenizer
 from mlora_core.cost import flop_model
 from mlora_core.evaluate import evaluate_ranks
+from mlora_core.io import load_tensors
 from mlora_core.tasks import TaskConfig, collate, load_examples, tokenize
 from mlora_core.train import Diverged, TrainConfig, latest_checkpoint, train
 
@@ -59,6 +60,25 @@ def test_same_seed_same_losses_and_resume_equals_uninterrupted(setup, tmp_path):
     resumed = train(resumed_model, data, cfg, tok.pad_token_id, resume_from=ckpt, log=quiet)
     assert resumed.resumed_from == 5
     assert resumed.losses == pytest.approx(full.losses, rel=1e-6, abs=1e-7)
+
+
+@pytest.mark.slow  # ~50 s: torch.compile's one-off compile on 2 cores
+def test_compiled_training_follows_the_eager_trajectory(setup, tmp_path):
+    tok, data = setup
+    quiet = lambda *_: None  # noqa: E731
+    runs = {}
+    for compiled in (False, True):
+        model = adapted(tok)
+        cfg = TrainConfig(steps=4, batch_size=8, lr=5e-3, warmup_steps=0, log_every=0, compile=compiled)
+        res = train(model, data, cfg, tok.pad_token_id, checkpoint_dir=tmp_path / str(compiled), log=quiet)
+        runs[compiled] = (res.losses, {n: p.detach() for n, p in model.named_parameters() if p.requires_grad})
+    assert runs[True][0] == pytest.approx(runs[False][0], rel=1e-4)
+    assert runs[True][1].keys() == runs[False][1].keys()
+    for name, weight in runs[False][1].items():
+        torch.testing.assert_close(runs[True][1][name], weight, rtol=1e-3, atol=1e-5)
+    # checkpoints hold the model's own parameter names, not the compiled wrapper's ("_orig_mod.")
+    saved = load_tensors(tmp_path / "True" / "step_000004" / "adapter.safetensors")
+    assert saved.keys() == runs[False][1].keys()
 
 
 def test_divergence_is_detected(setup):

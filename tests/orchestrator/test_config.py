@@ -99,3 +99,13 @@ def test_priced_devices_per_worker_are_its_gpus_or_its_cpu_cores():
     e1, e2 = estimate(one, [spec])[0], estimate(two, [spec])[0]
     startup_hours = exp.cost.startup_seconds / 3600
     assert e2.device_hours - e1.device_hours == pytest.approx(startup_hours)
+
+
+def test_training_settings_reach_the_run_and_survive_its_json_round_trip():
+    from mlora_core.run import RunConfig
+    from orchestrator.plan import plan, run_config
+    exp = load_experiment(ROOT / "experiments" / "tiny.yaml")
+    compiled = exp.model_copy(update={"training": exp.training.model_copy(update={"compile": True})})
+    rc = run_config(compiled, plan(compiled)[0])
+    assert rc.train.compile is True and run_config(exp, plan(exp)[0]).train.compile is False
+    assert RunConfig.from_dict(rc.to_dict()).train == rc.train  # what a Ray trial receives
