@@ -44,7 +44,7 @@ class TrainConfig:
     log_every: int = 10
     # torch.compile the training forward/backward. A GPU step of small-batch adapter training is
     # launch-bound (a 1B model on an H200: kernels busy ~50% of the step): compiled, it took 0.52x
-    # the time. Costs a one-off compile (~75 s there) and a recompile per DyLoRA train rank.
+    # the time, for a one-off compile (~75 s there). DyLoRA stays eager (see train()).
     compile: bool = False
 
     def __post_init__(self):
@@ -177,11 +177,16 @@ def train(model, data: TokenizedData, config: TrainConfig, pad_id: int, *,
     if world_size > 1:  # gradients of the adapter params are averaged across workers
         from torch.nn.parallel import DistributedDataParallel
         ddp_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    forward = torch.compile(ddp_model) if config.compile else ddp_model  # same parameters, so the same checkpoints
+    fm = flop_model(model)
+    adapter = next(adapter_layers(model))[1].config
+    compiled = config.compile and adapter.method != "dylora"
+    if config.compile and not compiled and rank == 0:
+        log("train: compile is off for DyLoRA: its per-step train rank would recompile the graph for each rank "
+            "(measured: one graph per rank, up to torch's recompile limit), which costs more than it saves")
+    forward = torch.compile(ddp_model) if compiled else ddp_model  # same parameters, so the same checkpoints
     rank_rng = random.Random(config.seed)  # same on every worker: DyLoRA's t agrees everywhere
     torch.manual_seed(config.seed + rank)
-    fm = flop_model(model)
-    max_rank = next(adapter_layers(model))[1].config.rank
+    max_rank = adapter.rank
     amp = device.type == "cuda" and torch.cuda.is_bf16_supported()
 
     start, losses, tokens, flops, history = 0, [], 0, 0.0, []

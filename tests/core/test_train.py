@@ -1,3 +1,4 @@
+import dataclasses
 import math
 import random
 
@@ -80,6 +81,18 @@ def test_compiled_training_follows_the_eager_trajectory(setup, tmp_path):
     # checkpoints hold the model's own parameter names, not the compiled wrapper's ("_orig_mod.")
     saved = load_tensors(tmp_path / "True" / "step_000002" / "adapter.safetensors")
     assert saved.keys() == runs[False][1].keys()
+
+
+def test_dylora_trains_eager_when_compile_is_asked(setup):
+    # its per-step train rank would recompile the graph for every rank: a costly no-gain
+    tok, data = setup
+    lines = []
+    cfg = TrainConfig(steps=3, batch_size=8, lr=5e-3, warmup_steps=0, log_every=0)
+    eager = train(adapted(tok, "dylora"), data, cfg, tok.pad_token_id, log=lambda *_: None)
+    asked = train(adapted(tok, "dylora"), data, dataclasses.replace(cfg, compile=True), tok.pad_token_id,
+                  log=lines.append)
+    assert asked.losses == eager.losses
+    assert any("compile is off for DyLoRA" in line for line in lines)
 
 
 def test_divergence_is_detected(setup):
