@@ -71,7 +71,7 @@ class AdapterLayer(nn.Module):
         if not torch.is_autocast_enabled(x.device.type):
             # a bf16 base without autocast meets fp32 adapters: match them. Under autocast the matmul
             # picks its dtype itself, and an explicit cast would cost an activation-sized copy forward
-            # and another backward (measured on a GPU: ~15% of a 1B model's fwd+bwd kernel time)
+            # and another backward (H200, 1B-shaped Llama: train-step MFU 0.142 with it, 0.171 without)
             x = x.to(a.dtype)
         h = F.linear(x, a) * s  # (..., k): the only place P enters
         return y + F.linear(h, b).to(y.dtype)
