@@ -2,10 +2,10 @@
 
 Runs `mlora sweep CONFIG` with `seeds: [0 .. N-1]` (registry off) and reads the sweep back
 from MLflow, as the report does. Two ratios, both from that one sweep:
-  compute: the Matryoshka arm's device-hours (and FLOPs) / the LoRA grid's, same seeds
-           (= one Matryoshka run / one run per eval rank);
-  quality: the Matryoshka arm's AURAC (mean over seeds) / the grid envelope's AURAC (each
-           rank's best grid run, mean over seeds).
+  compute: one run of each one-run arm (Matryoshka objective, DyLoRA) / one LoRA grid (a run
+           per eval rank), device-hours (and FLOPs), mean over seeds;
+  quality: its AURAC under each rank-k rule (mean over seeds) / the grid envelope's AURAC
+           (each LoRA-k at its own rank, mean over seeds).
 
     python benchmarks/matryoshka_vs_grid.py [CONFIG] [--seeds 3] [--quick] [--keep DIR]
     python benchmarks/matryoshka_vs_grid.py --from OUTPUT_DIR      (an existing sweep, no training)
@@ -47,32 +47,27 @@ def run_sweep(config: Path, seeds: int, quick: bool, out: Path) -> None:
 
 
 def report(out: Path) -> None:
-    from orchestrator.results import headline, load_sweep, read_sweep_state
-    state = read_sweep_state(out)
-    sweep = load_sweep(state["tracking_uri"], state["parent_run_id"])
-    h = headline(sweep)
-    seeds = sorted({t.seed for t in sweep.trials})
-    if not h["matryoshka"] or not h["envelope"]:
-        sys.exit(f"{out}: the sweep needs a Matryoshka arm and a LoRA grid")
-    for name, m in h["matryoshka"].items():
-        g = sweep.groups[name]
-        per_seed = {t.seed: t.metrics.get("aurac") for t in g.trials}
-        n = f"{len(seeds)} seed{'s' if len(seeds) > 1 else ''}"
-        common = dict(seeds=seeds, arm=name, arm_runs=m["arm_runs"], grid_runs=m["grid_runs"], sweep=str(out))
-        record("matryoshka_vs_grid", f"6. {name} compute / LoRA grid compute ({n})",
-               m["cost_fraction"], "reported", flops_fraction=m["flops_fraction"],
-               arm_device_hours=m["arm_device_hours"], grid_device_hours=h["grid_device_hours"], **common)
-        if m.get("envelope_ratio") is not None:
-            record("matryoshka_vs_grid", f"6. {name} AURAC / grid envelope AURAC ({n})",
-                   m["envelope_ratio"], "reported", aurac=m["aurac"], aurac_std=g.aurac_std,
-                   aurac_per_seed=per_seed, envelope_aurac=h["envelope_aurac"],
-                   per_rank=m["per_rank"], **common)
-        print(f"{'   FLOPs fraction':<58} {m['flops_fraction']:8.3f}")
-        print(f"{'   AURAC, mean +- std over seeds':<58} {m['aurac']:8.3f} +- {g.aurac_std:.3f}"
-              f"   (envelope {h['envelope_aurac']:.3f})")
-        for k, v in m["per_rank"].items():
-            print(f"{'   rank ' + str(k) + ': Matryoshka / grid envelope':<58} {v['matryoshka']:8.3f} / "
-                  f"{v['lora'] if v['lora'] is not None else float('nan'):.3f}")
+    from orchestrator.results import load_output_dir
+    _, result = load_output_dir(out)
+    seeds = sorted({t.seed for t in result.trials})
+    if not result.one_run or not result.envelope:
+        sys.exit(f"{out}: the sweep needs a one-run arm (Matryoshka, DyLoRA) and a LoRA grid")
+    n = f"{len(seeds)} seed{'s' if len(seeds) > 1 else ''}"
+    print(f"{'LoRA grid envelope':<58} AURAC {result.envelope_aurac:.3f} ({result.grid['runs']} runs)")
+    for e in result.one_run:
+        common = dict(seeds=seeds, arm=e["arm"], rule=e["rule"], lr=e["lr"], grid_runs=result.grid["runs"],
+                      sweep=str(out))
+        record("matryoshka_vs_grid", f"6. {e['label']} compute / LoRA grid compute ({n})", e["cost_share"],
+               "reported", flops_share=e["flops_share"], device_hours=e["device_hours"],
+               grid_device_hours=result.grid["device_hours"], **common)
+        if e["aurac_share"] is not None:
+            record("matryoshka_vs_grid", f"6. {e['label']} AURAC / grid envelope AURAC ({n})", e["aurac_share"],
+                   "reported", aurac=e["aurac"], aurac_std=e["aurac_std"], envelope_aurac=result.envelope_aurac,
+                   per_rank=e["per_rank"], **common)
+        per_rank = " / ".join(f"{v['accuracy']:.3f}" for v in e["per_rank"].values())
+        print(f"{e['label']:<58} AURAC {e['aurac']:.3f} +- {e['aurac_std']:.3f}  ({per_rank}); "
+              f"{e['aurac_share'] or float('nan'):.0%} of the envelope for {e['cost_share'] or float('nan'):.0%} "
+              f"of the grid's compute")
 
 
 def main() -> None:

@@ -9,10 +9,10 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-METHODS = ("lora", "dylora", "matryoshka")
-SCALINGS = ("none", "rank", "sqrt")
-# Nested-sum weightings of Matryoshka's P (p_schedule.SCHEDULES holds the math).
-P_SCHEDULES = ("diag", "binary", "geometric")
+from .p_schedule import METHODS, OBJECTIVES, SCALING_RULES, SCHEDULES
+
+SCALINGS = tuple(SCALING_RULES)
+P_SCHEDULES = tuple(SCHEDULES)   # nested-sum weightings of Matryoshka's P (p_schedule.py)
 
 # Llama/Qwen/Mistral projection names: the paper adapts all seven.
 LLAMA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -38,6 +38,7 @@ class AdapterConfig:
     scaling: str = "sqrt"               # s(t): none -> 1, rank -> alpha/t, sqrt -> alpha/sqrt(t)
     alpha: float = 1.0
     p_schedule: str = "diag"            # matryoshka only: diag | binary | geometric
+    objective: str = "summed"           # matryoshka only: summed | per_rank | stratified (objectives.py)
     target_modules: tuple[str, ...] | str = LLAMA_TARGETS  # str = regex full match; "all-linear"
     exclude_modules: tuple[str, ...] = ()
     dropout: float = 0.0
@@ -54,6 +55,11 @@ class AdapterConfig:
             raise ValueError(f"scaling: unknown scaling {self.scaling!r}; choose one of {SCALINGS}")
         if self.p_schedule not in P_SCHEDULES:
             raise ValueError(f"p_schedule: unknown schedule {self.p_schedule!r}; choose one of {P_SCHEDULES}")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective: unknown objective {self.objective!r}; choose one of {OBJECTIVES}")
+        if self.objective != "summed" and self.method != "matryoshka":
+            raise ValueError(f"objective: {self.objective!r} is a Matryoshka objective; method {self.method!r} "
+                             "trains its own way (leave objective at 'summed')")
         if not (self.alpha > 0):
             raise ValueError(f"alpha: must be > 0, got {self.alpha!r}")
         if not (0.0 <= self.dropout < 1.0):
@@ -104,4 +110,5 @@ class AdapterConfig:
                                    eval_ranks=keep(self.eval_ranks))
 
 
-__all__ = ["AdapterConfig", "METHODS", "SCALINGS", "P_SCHEDULES", "LLAMA_TARGETS", "powers_of_two_upto"]
+__all__ = ["AdapterConfig", "METHODS", "OBJECTIVES", "SCALINGS", "P_SCHEDULES", "LLAMA_TARGETS",
+           "powers_of_two_upto"]

@@ -45,10 +45,10 @@ class FlopModel:
         return (2 * self.base_matmul_params + 2 * rank * self.adapter_per_rank) * tokens \
             + 4 * self.n_layers * width * width * self.attn_dim * batch
 
-    def decode_token(self, context: int, rank: int) -> float:
-        """One generated token with a KV cache of `context` positions."""
-        return 2 * self.base_matmul_params + 2 * rank * self.adapter_per_rank \
-            + 4 * self.n_layers * context * self.attn_dim
+    def eval_flops(self, evaluations: list[tuple[int, int]]) -> float:
+        """Evaluation: matmuls only, 2N + 2 P_k per token at rank k (attention is small at
+        evaluation lengths). `evaluations` is [(rank, tokens)], one entry per scored setting."""
+        return sum(n * (2 * self.base_matmul_params + 2 * k * self.adapter_per_rank) for k, n in evaluations)
 
 
 def flop_model(model: nn.Module) -> FlopModel:

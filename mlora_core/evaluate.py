@@ -14,7 +14,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from .aurac import aurac
-from .inject import set_rank
+from .inject import adapter_layers, set_rank
 from .tasks import Example, collate, parse_final_number, tokenize
 from .train import world
 
@@ -130,29 +130,54 @@ def multiple_choice(model, tokenizer, examples: list[Example], batch_size: int, 
     return correct, tokens
 
 
-def evaluate_ranks(model, tokenizer, examples: list[Example], ranks, metric: str, *, batch_size: int = 64,
-                   max_new_tokens: int = 16, max_length: int = 256, device="cpu",
-                   log=print) -> tuple[RankCurve, list[int], float]:
-    """(curve, eval tokens per rank on this worker, seconds). Leaves the model at rank None."""
+def _function_key(model, rank: int, rule: str) -> tuple:
+    """What the model computes at (rank, rule), as a key: two rules with the same key are the same
+    function (e.g. every rule at full rank for LoRA; prefix and svd at full rank for any adapter),
+    so it is evaluated once. All layers share one config, so the first layer decides."""
+    layer = next(adapter_layers(model))[1]
+    a, b, s = layer.factors(rank, rule)
+    scales = tuple(s.tolist()) if torch.is_tensor(s) else (float(s),) * rank
+    return a.data_ptr(), b.data_ptr(), rank, scales
+
+
+def evaluate_ranks(model, tokenizer, examples: list[Example], ranks, metric: str, *, rules=("truncate",),
+                   batch_size: int = 64, max_new_tokens: int = 16, max_length: int = 256, device="cpu",
+                   log=print, name: str = "eval") -> tuple[dict[str, RankCurve], list[tuple[int, int]], float]:
+    """({rule: curve}, [(rank, eval tokens on this worker) per evaluation run], seconds).
+    Leaves the model at rank None."""
     rank, world_size = world()
     shard = examples[rank::world_size]
-    accs, losses, tokens, t0 = [], [], [], time.perf_counter()
+    scores: dict[str, list[tuple[float, float]]] = {rule: [] for rule in rules}
+    evaluations, t0 = [], time.perf_counter()
     model.eval()
     for k in ranks:
-        set_rank(model, k)
-        loss, loss_tokens = eval_loss(model, tokenizer, shard, max_length, batch_size, device)
-        if metric == "exact_match":
-            correct, n_tok = exact_match(model, tokenizer, shard, batch_size, max_new_tokens, device)
-        elif metric == "multiple_choice":
-            correct, n_tok = multiple_choice(model, tokenizer, shard, batch_size, device)
-        else:
-            correct, n_tok = 0, 0
-        tokens.append(loss_tokens + n_tok)
-        correct, total = _sum_across_workers(correct, len(shard))
-        accs.append(correct / max(total, 1) if metric != "loss" else float(torch.exp(torch.tensor(-loss))))
-        losses.append(loss)
-        if rank == 0:
-            log(f"eval rank {k:>4}: {metric} {accs[-1]:.3f}  loss {loss:.4f}")
+        done: dict[tuple, tuple[float, float]] = {}
+        for rule in rules:
+            key = _function_key(model, k, rule)
+            if key not in done:
+                set_rank(model, k, rule)
+                done[key] = _score(model, tokenizer, shard, metric, batch_size, max_new_tokens, max_length, device,
+                                   evaluations, k)
+                if rank == 0:
+                    log(f"{name} rank {k:>4} {rule:<8}: {metric} {done[key][0]:.3f}  loss {done[key][1]:.4f}")
+            scores[rule].append(done[key])
     set_rank(model, None)
-    curve = RankCurve(tuple(ranks), tuple(accs), tuple(losses), metric, len(examples))
-    return curve, tokens, time.perf_counter() - t0
+    curves = {rule: RankCurve(tuple(ranks), tuple(a for a, _ in sc), tuple(l for _, l in sc), metric, len(examples))
+              for rule, sc in scores.items()}
+    return curves, evaluations, time.perf_counter() - t0
+
+
+def _score(model, tokenizer, shard, metric, batch_size, max_new_tokens, max_length, device,
+           evaluations: list, k: int) -> tuple[float, float]:
+    """(accuracy, eval loss) of the model as it is set now, over every worker's shard."""
+    loss, loss_tokens = eval_loss(model, tokenizer, shard, max_length, batch_size, device)
+    if metric == "exact_match":
+        correct, n_tok = exact_match(model, tokenizer, shard, batch_size, max_new_tokens, device)
+    elif metric == "multiple_choice":
+        correct, n_tok = multiple_choice(model, tokenizer, shard, batch_size, device)
+    else:
+        correct, n_tok = 0, 0
+    evaluations.append((k, loss_tokens + n_tok))
+    correct, total = _sum_across_workers(correct, len(shard))
+    acc = correct / max(total, 1) if metric != "loss" else float(torch.exp(torch.tensor(-loss)))
+    return acc, loss

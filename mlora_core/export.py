@@ -2,9 +2,12 @@
 
 - PEFT's format (adapter_config.json + adapter_model.safetensors): a plain LoRA of rank k
   with our scale folded into lora_B and lora_alpha = r (PEFT scale alpha/r = 1), so
-  `peft.PeftModel.from_pretrained(base, path)` reproduces our rank-k outputs;
-- ours (mlora_config.json + mlora_adapter.safetensors): raw A, B and the AdapterConfig cut
-  to rank k, which load_adapter() restores (still usable at every rank <= k).
+  `peft.PeftModel.from_pretrained(base, path)` reproduces our rank-k outputs under the rule;
+- ours (mlora_config.json + mlora_adapter.safetensors), which load_adapter() restores:
+  - rule truncate: raw A, B and the AdapterConfig cut to rank k (still usable at every rank <= k);
+  - rules prefix / svd: the rank-k factors with the scale folded into B, as a LoRA with scale 1
+    (scaling none). Cut further it stays that rule's answer: the first j SVD factors are the
+    best rank-j approximation, the first j prefix factors the prefix at j.
 
 rank=None saves the full adapter, with PEFT's view equal to training behaviour (P folded).
 """
@@ -18,7 +21,7 @@ from torch import nn
 from .config import AdapterConfig
 from .inject import add_adapters, adapter_layers
 from .io import load_tensors, read_json, save_tensors, write_json
-from .p_schedule import scale
+from .layer import RULES
 
 FORMAT = "mlora-adapter"
 FORMAT_VERSION = 1
@@ -30,23 +33,33 @@ def _base_name(model: nn.Module) -> str | None:
     return getattr(getattr(model, "config", None), "name_or_path", None) or None
 
 
-def save_adapter(model: nn.Module, path: str | Path, rank: int | None = None,
+def save_adapter(model: nn.Module, path: str | Path, rank: int | None = None, rule: str = "truncate",
                  base_model_name_or_path: str | None = None, task_type: str = "CAUSAL_LM") -> Path:
     layers = list(adapter_layers(model))
     if not layers:
         raise ValueError("model has no adapters; nothing to save")
+    if rule not in RULES:
+        raise ValueError(f"rule: unknown rule {rule!r}; choose one of {RULES}")
     config = layers[0][1].config
     if rank is not None and not 1 <= rank <= config.rank:
         raise ValueError(f"rank: must be in [1, {config.rank}], got {rank}")
     k = rank or config.rank
+    folded_rule = rank is not None and rule != "truncate"
     path = Path(path)
     peft_weights, ours = {}, {}
     for name, layer in layers:
-        a, b = layer.lora_A.detach()[:k], layer.lora_B.detach()[:, :k]
-        folded = b * (layer.p[None, :] if rank is None else scale(config, k))
+        a, b, s = (t.detach() if torch.is_tensor(t) else t for t in layer.factors(rank, rule))
+        folded = (b * s).to(b.dtype)
         peft_weights[f"base_model.model.{name}.lora_A.weight"] = a
-        peft_weights[f"base_model.model.{name}.lora_B.weight"] = folded.to(b.dtype)
-        ours[f"{name}.lora_A"], ours[f"{name}.lora_B"] = a, b
+        peft_weights[f"base_model.model.{name}.lora_B.weight"] = folded
+        ours[f"{name}.lora_A"], ours[f"{name}.lora_B"] = a, folded if folded_rule else b
+    if rank is None:
+        saved = config
+    elif folded_rule:  # the factors carry their scale: a plain LoRA of rank k with s = 1
+        saved = AdapterConfig(method="lora", rank=k, scaling="none", alpha=1.0, target_modules=config.target_modules,
+                              exclude_modules=config.exclude_modules, dropout=config.dropout)
+    else:
+        saved = config.truncated(k)
     base = base_model_name_or_path or _base_name(model)
     names = [n for n, _ in layers]
     save_tensors(path / PEFT_WEIGHTS, peft_weights, metadata={"format": "pt"})
@@ -60,9 +73,9 @@ def save_adapter(model: nn.Module, path: str | Path, rank: int | None = None,
     })
     # written last: a directory without it is not an adapter (see load_adapter)
     write_json(path / MLORA_CONFIG, {
-        "format": FORMAT, "version": FORMAT_VERSION, "saved_rank": k, "base_model": base,
-        "adapter": config.truncated(k).to_dict() if rank is not None else config.to_dict(),
-        "modules": names,
+        "format": FORMAT, "version": FORMAT_VERSION, "saved_rank": k, "rule": rule if rank is not None else None,
+        "source_adapter": config.to_dict() if folded_rule else None, "base_model": base,
+        "adapter": saved.to_dict(), "modules": names,
     })
     return path
 

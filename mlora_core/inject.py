@@ -12,10 +12,11 @@ import re
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
+import torch
 from torch import nn
 
 from .config import AdapterConfig
-from .layer import ADAPTABLE, AdapterLayer
+from .layer import ADAPTABLE, RULES, AdapterLayer
 
 log = logging.getLogger("mlora_core")
 
@@ -108,14 +109,24 @@ def _layers_or_raise(model: nn.Module) -> list[AdapterLayer]:
     return layers
 
 
-def set_rank(model: nn.Module, rank: int | None) -> None:
-    """Use every adapter truncated to its first `rank` components; None = training behaviour."""
+def set_rank(model: nn.Module, rank: int | None, rule: str = "truncate") -> None:
+    """Serve every adapter at `rank` under `rule` (truncate | prefix | svd, see layer.py);
+    None = training behaviour."""
+    if rule not in RULES:
+        raise ValueError(f"rule: unknown rule {rule!r}; choose one of {RULES}")
     for layer in _layers_or_raise(model):
         if rank is not None and not 1 <= rank <= layer.config.rank:
             raise ValueError(f"rank: must be in [1, {layer.config.rank}], got {rank}")
         if layer.merged:
             raise RuntimeError("adapters are merged; unmerge_adapters() before set_rank()")
-        layer.rank = rank
+        layer.rank, layer.rule = rank, rule
+
+
+def set_example_p(model: nn.Module, rows: torch.Tensor | None) -> None:
+    """Give every adapter the same (batch, r) tensor of per-example P rows (None: off).
+    The training loop then updates that one tensor in place (objectives.py)."""
+    for layer in _layers_or_raise(model):
+        layer.example_p = rows
 
 
 def sample_train_rank(model: nn.Module, rng: random.Random) -> int | None:
@@ -130,10 +141,12 @@ def sample_train_rank(model: nn.Module, rng: random.Random) -> int | None:
     return t
 
 
-def merge_adapters(model: nn.Module, rank: int | None = None, safe: bool = True) -> None:
-    """Fold the rank-`rank` update into the base weights (zero-overhead inference)."""
+def merge_adapters(model: nn.Module, rank: int | None = None, safe: bool = True, rule: str = "truncate") -> None:
+    """Fold the rank-`rank` update (under `rule`) into the base weights (zero-overhead inference)."""
+    if rule not in RULES:
+        raise ValueError(f"rule: unknown rule {rule!r}; choose one of {RULES}")
     for layer in _layers_or_raise(model):
-        layer.merge(rank, safe=safe)
+        layer.merge(rank, safe=safe, rule=rule)
 
 
 def unmerge_adapters(model: nn.Module) -> None:
@@ -142,9 +155,9 @@ def unmerge_adapters(model: nn.Module) -> None:
         layer.unmerge()
 
 
-def merge_and_unload(model: nn.Module, rank: int | None = None) -> nn.Module:
+def merge_and_unload(model: nn.Module, rank: int | None = None, rule: str = "truncate") -> nn.Module:
     """Merge at `rank` and put the plain base modules back: a model with no adapter code."""
-    merge_adapters(model, rank)
+    merge_adapters(model, rank, rule=rule)
     for name, layer in list(adapter_layers(model)):
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model

@@ -1,11 +1,18 @@
 """One adapter layer for LoRA, DyLoRA and MatryoshkaLoRA: y = base(x) + x A diag(P) B.
 
 Weights are stored in PEFT's layout (lora_A: r x in, lora_B: out x r) so export is a copy.
-The method lives entirely in the buffer P (p_schedule.py); the layer only knows how to
-run at a prefix rank k, which is how every method is evaluated, merged and exported:
+The method lives entirely in the buffer P (p_schedule.py). Every use of the adapter goes
+through `factors(rank, rule)`, three tensors whose product is the update:
 
-    training (rank=None)   y = base(x) + ((x A^T) * P) B^T          (DyLoRA: P of this step's t)
-    inference at rank k    y = base(x) + s(k) (x A[:k]^T) B[:, :k]^T
+    training (rank=None)   y = base(x) + ((x A^T) * P) B^T   (DyLoRA: P of this step's t;
+                           per_rank / stratified: one P row per example, objectives.py)
+    at rank k, by rule     y = base(x) + ((x A_k^T) * s_k) B_k^T
+        truncate   A[:k], B[:, :k], s(k)        the paper's rank-k rule
+        prefix     A[:k], B[:, :k], P[:k]       the trained function cut at k (= it at k = r)
+        svd        the best rank-k approximation (Eckart-Young) of the update as trained,
+                   B diag(P) A, from QR of A^T and B and an r x r SVD (never the dense update)
+
+Forward, merge/unmerge and export all use `factors`, so the rank-k scale is written once.
 """
 from __future__ import annotations
 
@@ -24,7 +31,24 @@ except ImportError:  # pragma: no cover - transformers is a dependency, but the 
     Conv1D = ()
 
 ADAPTABLE = (nn.Linear,) + ((Conv1D,) if Conv1D else ())
+RULES = ("truncate", "prefix", "svd")
 
+
+@torch.no_grad()
+def svd_factors(a: torch.Tensor, b: torch.Tensor, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(A_s: r x in, B_s: out x r) with B_s[:, :k] @ A_s[:k] the best rank-k approximation of
+    B diag(p) A for every k, singular values folded into B_s, computed in fp64.
+
+    B diag(p) = Q_b R_b and A^T = Q_a R_a (thin QR), so the update is Q_b (R_b R_a^T) Q_a^T and
+    the SVD of the r x r core U S V^T gives B_s = Q_b U S, A_s = V^T Q_a^T: O((in + out) r^2).
+    Signs are fixed (each left singular vector's largest entry positive) so factors are reproducible."""
+    qb, rb = torch.linalg.qr((b * p).double())
+    qa, ra = torch.linalg.qr(a.double().T)
+    u, s, vh = torch.linalg.svd(rb @ ra.T)
+    left = qb @ u
+    sign = torch.sign(left.gather(0, left.abs().argmax(0, keepdim=True)))[0]
+    sign[sign == 0] = 1
+    return (sign[:, None] * vh @ qa.T).to(a.dtype), (left * (sign * s)).to(b.dtype)
 
 
 class AdapterLayer(nn.Module):
@@ -49,60 +73,97 @@ class AdapterLayer(nn.Module):
         self.register_buffer("p", p_vector(config, dtype=dtype).to(w.device), persistent=False)
         self.dropout = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
         self.rank: int | None = None        # active inference rank; None = training behaviour
+        self.rule = "truncate"              # how the active rank is served (RULES)
         self.train_rank: int | None = None  # DyLoRA: this step's sampled rank
+        # per_rank / stratified: (batch, r) P rows, one per example, shared by every layer and
+        # updated in place by the training loop (a plain attribute: DDP must not broadcast it)
+        self.example_p: torch.Tensor | None = None
         self.merged = False                 # plain bool: survives copy.deepcopy (a sentinel would not)
-        self.merged_rank: int | None = None  # the rank merged into base.weight (None = P, all ranks)
+        self.merged_at: tuple[int | None, str] = (None, "truncate")  # (rank, rule) folded into base.weight
+        self._svd: tuple[tuple, torch.Tensor, torch.Tensor] | None = None  # (weights' versions, A_s, B_s)
 
-    def _active(self) -> tuple[int, torch.Tensor | float]:
-        """(how many components to use, their scale: a float or the P vector)."""
-        if self.rank is not None:
-            return self.rank, scale(self.config, self.rank)
-        if self.train_rank is not None and self.training:  # DyLoRA: forward truncated at t
-            return self.train_rank, scale(self.config, self.train_rank)
-        return self.config.rank, self.p
+    def factors(self, rank: int | None = None, rule: str = "truncate") -> tuple[torch.Tensor, torch.Tensor,
+                                                                               torch.Tensor | float]:
+        """(A_k, B_k, s_k): the rank-`rank` update under `rule` is B_k diag(s_k) A_k. rank None or
+        r with rule prefix/svd is the update as trained (A, B, P)."""
+        r = self.config.rank
+        if rank is None or (rank == r and rule != "truncate"):
+            return self.lora_A, self.lora_B, self.p
+        if not 1 <= rank <= r:
+            raise ValueError(f"rank: must be in [1, {r}], got {rank}")
+        if rule == "truncate":
+            return self.lora_A[:rank], self.lora_B[:, :rank], scale(self.config, rank)
+        if rule == "prefix":
+            return self.lora_A[:rank], self.lora_B[:, :rank], self.p[:rank]
+        if rule == "svd":
+            a_s, b_s = self._svd_factors()
+            return a_s[:rank], b_s[:, :rank], 1.0
+        raise ValueError(f"rule: unknown rule {rule!r}; choose one of {RULES}")
+
+    def _svd_factors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The SVD factors of the trained update, recomputed only when A or B changed."""
+        key = (self.lora_A.data_ptr(), self.lora_A._version, self.lora_B.data_ptr(), self.lora_B._version)
+        if self._svd is None or self._svd[0] != key:
+            self._svd = (key, *svd_factors(self.lora_A.detach(), self.lora_B.detach(), self.p))
+        return self._svd[1], self._svd[2]
+
+    def _training_factors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | float]:
+        if self.train_rank is not None:  # DyLoRA: forward truncated at t
+            return self.lora_A[:self.train_rank], self.lora_B[:, :self.train_rank], scale(self.config, self.train_rank)
+        return self.lora_A, self.lora_B, self.p
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.base(x)
         if self.merged:
             return y
-        k, s = self._active()
-        a, b = (self.lora_A, self.lora_B) if k == self.config.rank else (self.lora_A[:k], self.lora_B[:, :k])
+        if self.rank is not None:
+            a, b, s = self.factors(self.rank, self.rule)
+        elif self.training:
+            a, b, s = self._training_factors()
+        else:
+            a, b, s = self.lora_A, self.lora_B, self.p
         x = self.dropout(x)
         if not torch.is_autocast_enabled(x.device.type):
             # a bf16 base without autocast meets fp32 adapters: match them. Under autocast the matmul
             # picks its dtype itself, and an explicit cast would cost an activation-sized copy forward
             # and another backward (H200, 1B-shaped Llama: train-step MFU 0.142 with it, 0.171 without)
             x = x.to(a.dtype)
-        h = F.linear(x, a) * s  # (..., k): the only place P enters
+        h = F.linear(x, a)  # (batch, ..., k)
+        if self.training and self.rank is None and self.example_p is not None:
+            rows = self.example_p
+            if h.shape[0] != rows.shape[0]:
+                raise RuntimeError(f"per-example P has {rows.shape[0]} rows for a batch of {h.shape[0]}")
+            s = rows.view(rows.shape[0], *([1] * (h.dim() - 2)), rows.shape[1])
+        h = h * s  # the only place P enters
         return y + F.linear(h, b).to(y.dtype)
 
-    def delta_weight(self, rank: int | None = None) -> torch.Tensor:
-        """The dense update in nn.Linear layout (out x in): merge, unmerge, export use only this."""
-        if rank is None:
-            return self.lora_B @ (self.p[:, None] * self.lora_A)
-        return scale(self.config, rank) * (self.lora_B[:, :rank] @ self.lora_A[:rank])
+    def delta_weight(self, rank: int | None = None, rule: str = "truncate") -> torch.Tensor:
+        """The dense update in nn.Linear layout (out x in): merge and unmerge use only this."""
+        a, b, s = self.factors(rank, rule)
+        return (b * s) @ a
 
     @torch.no_grad()
-    def merge(self, rank: int | None = None, safe: bool = True) -> None:
+    def merge(self, rank: int | None = None, safe: bool = True, rule: str = "truncate") -> None:
         if self.merged:
             raise RuntimeError("adapter already merged; unmerge first")
-        delta = self.delta_weight(rank)
+        delta = self.delta_weight(rank, rule)
         delta = delta.T if self.fan_in_fan_out else delta
         merged = self.base.weight + delta.to(self.base.weight.dtype)
         if safe and not torch.isfinite(merged).all():
             raise ValueError("merge produced non-finite weights; adapter is broken (NaN/inf)")
         self.base.weight.copy_(merged)
-        self.merged, self.merged_rank = True, rank
+        self.merged, self.merged_at = True, (rank, rule)
 
     @torch.no_grad()
     def unmerge(self) -> None:
         if not self.merged:
             return
-        delta = self.delta_weight(self.merged_rank)
+        delta = self.delta_weight(*self.merged_at)
         delta = delta.T if self.fan_in_fan_out else delta
         self.base.weight.sub_(delta.to(self.base.weight.dtype))
-        self.merged, self.merged_rank = False, None
+        self.merged, self.merged_at = False, (None, "truncate")
 
     def extra_repr(self) -> str:
         c = self.config
-        return f"method={c.method}, rank={c.rank}, scaling={c.scaling}, p_schedule={c.p_schedule}"
+        objective = f", objective={c.objective}" if c.method == "matryoshka" else ""
+        return f"method={c.method}, rank={c.rank}, scaling={c.scaling}, p_schedule={c.p_schedule}{objective}"

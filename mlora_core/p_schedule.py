@@ -9,15 +9,28 @@
 The nested-sum weights w_t are the P schedule: diag (w=1, the paper's), binary
 (w=1/|R|, the reference code's variant) and geometric (w = 2^-i for the i-th smallest
 train rank: emphasises small ranks, one more decay for the schedule ablation).
+
+That P is the *summed* objective: one forward of the weighted nested sum (the paper's).
+The other two objectives (objectives.py) train the per-rank losses themselves and use the
+same weights as rank weights: per_rank's loss is sum_t w̄_t L_t and stratified assigns a
+share w̄_t of each batch to rank t, with w̄_t = w_t / sum_t w_t. Normalised, diag and binary
+give the same (uniform) weights there. What such an adapter is at full rank is a plain LoRA,
+s(r) A B, so their P is LoRA's.
+
+This module owns the names of the methods, scalings, schedules and objectives; the config
+validates against these registries.
 """
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
-from .config import AdapterConfig
+if TYPE_CHECKING:
+    from .config import AdapterConfig
+
+METHODS = ("lora", "dylora", "matryoshka")
 
 SCALING_RULES: dict[str, Callable[[int, float], float]] = {
     "none": lambda t, alpha: 1.0,
@@ -32,25 +45,41 @@ SCHEDULES: dict[str, Callable[[int, int], float]] = {
     "geometric": lambda i, n: 0.5 ** i,
 }
 
+# How a Matryoshka run trains (objectives.py): the paper's one P-weighted forward, one forward
+# per train rank, or one forward with every example at one train rank.
+OBJECTIVES = ("summed", "per_rank", "stratified")
+
 
 def scale(config: AdapterConfig, t: int) -> float:
     """s(t): the scale of the rank-t sub-adapter."""
     return SCALING_RULES[config.scaling](t, config.alpha)
 
 
+def rank_weights(config: AdapterConfig) -> dict[int, float]:
+    """w̄_t for t in R: the P schedule's weights, normalised to sum to 1."""
+    ranks = config.train_ranks
+    w = [SCHEDULES[config.p_schedule](i, len(ranks)) for i in range(len(ranks))]
+    return {t: wi / sum(w) for t, wi in zip(ranks, w)}
+
+
+def nested_p(config: AdapterConfig, t: int, dtype=torch.float32) -> torch.Tensor:
+    """s(t) 1[j <= t]: the P of the rank-t sub-adapter alone (DyLoRA's step, one per_rank pass)."""
+    if not 1 <= t <= config.rank:
+        raise ValueError(f"train_rank: must be in [1, {config.rank}], got {t}")
+    p = torch.zeros(config.rank, dtype=dtype)
+    p[:t] = scale(config, t)
+    return p
+
+
 def p_vector(config: AdapterConfig, train_rank: int | None = None, dtype=torch.float32) -> torch.Tensor:
     """P (length r) for `config`. For DyLoRA, `train_rank` is this step's sampled rank;
     without it DyLoRA's P is the full-rank one (what evaluation at rank r uses)."""
     r = config.rank
-    if config.method == "lora" or (config.method == "dylora" and train_rank is None):
+    if config.method == "dylora" and train_rank is not None:
+        return nested_p(config, train_rank, dtype)
+    if config.method != "matryoshka" or config.objective != "summed":
         return torch.full((r,), scale(config, r), dtype=dtype)
-    if config.method == "dylora":
-        if not 1 <= train_rank <= r:
-            raise ValueError(f"train_rank: must be in [1, {r}], got {train_rank}")
-        p = torch.zeros(r, dtype=dtype)
-        p[:train_rank] = scale(config, train_rank)
-        return p
-    # matryoshka: accumulate w_t s(t) onto every j <= t
+    # summed matryoshka: accumulate w_t s(t) onto every j <= t
     weight = SCHEDULES[config.p_schedule]
     ranks = config.train_ranks
     p = torch.zeros(r, dtype=torch.float64)
@@ -59,4 +88,4 @@ def p_vector(config: AdapterConfig, train_rank: int | None = None, dtype=torch.f
     return p.to(dtype)
 
 
-__all__ = ["p_vector", "scale", "SCALING_RULES", "SCHEDULES"]
+__all__ = ["METHODS", "OBJECTIVES", "SCALING_RULES", "SCHEDULES", "nested_p", "p_vector", "rank_weights", "scale"]

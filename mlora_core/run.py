@@ -31,31 +31,38 @@ class RunConfig:
     model: str = "builtin:tiny"
     train_task: TaskConfig = TaskConfig("synthetic", split="train", n=4000)
     eval_task: TaskConfig = TaskConfig("synthetic", split="test", n=300)
+    val_task: TaskConfig | None = None    # validation: what hyperparameters are chosen on (never the test set)
     adapter: AdapterConfig = AdapterConfig()
     train: TrainConfig = TrainConfig()
     eval_batch_size: int = 100
     max_new_tokens: int = 12
+    eval_rules: tuple[str, ...] = ("truncate",)  # rank-k rules to score (layer.RULES); the first is primary
     device_name: str = "cpu"              # for cost: what one device is (e.g. "H100-80GB")
     price_per_device_hour: float = 0.0    # USD
     devices_per_worker: float = 1.0       # priced devices each worker holds: its GPUs, or its CPU cores
 
     def to_dict(self) -> dict:
         return {"model": self.model, "train_task": dataclasses.asdict(self.train_task),
-                "eval_task": dataclasses.asdict(self.eval_task), "adapter": self.adapter.to_dict(),
+                "eval_task": dataclasses.asdict(self.eval_task),
+                "val_task": dataclasses.asdict(self.val_task) if self.val_task else None, "adapter": self.adapter.to_dict(),
                 "train": dataclasses.asdict(self.train), "eval_batch_size": self.eval_batch_size,
-                "max_new_tokens": self.max_new_tokens, "device_name": self.device_name,
+                "max_new_tokens": self.max_new_tokens, "eval_rules": list(self.eval_rules), "device_name": self.device_name,
                 "price_per_device_hour": self.price_per_device_hour, "devices_per_worker": self.devices_per_worker}
 
     @classmethod
     def from_dict(cls, d: dict) -> "RunConfig":
         d = dict(d)
+        if "eval_rules" in d:
+            d["eval_rules"] = tuple(d["eval_rules"])
+        val = d.pop("val_task", None)
         return cls(train_task=TaskConfig(**d.pop("train_task")), eval_task=TaskConfig(**d.pop("eval_task")),
+                   val_task=TaskConfig(**val) if val else None,
                    adapter=AdapterConfig.from_dict(d.pop("adapter")), train=TrainConfig(**d.pop("train")), **d)
 
 
 @dataclass(frozen=True)
 class RunResult:
-    curve: RankCurve
+    curves: dict[str, RankCurve]      # rule -> rank curve on the test (eval) set, in RunConfig.eval_rules order
     cost: Cost
     losses: tuple[float, ...]
     adapter_path: str | None
@@ -63,9 +70,17 @@ class RunResult:
     truncated_examples: int
     resumed_from_step: int = 0
     extra: dict = field(default_factory=dict)
+    val_curves: dict[str, RankCurve] = field(default_factory=dict)   # the same on the validation set
+
+    @property
+    def curve(self) -> RankCurve:
+        """The primary curve: the first eval rule's."""
+        return next(iter(self.curves.values()))
 
     def as_dict(self) -> dict:
-        return {"curve": self.curve.as_dict(), "cost": self.cost.as_metrics(), "device_name": self.cost.device_name,
+        return {"curve": self.curve.as_dict(), "curves": {rule: c.as_dict() for rule, c in self.curves.items()},
+                "val_curves": {rule: c.as_dict() for rule, c in self.val_curves.items()},
+                "cost": self.cost.as_metrics(), "device_name": self.cost.device_name,
                 "losses": list(self.losses), "adapter_path": self.adapter_path,
                 "trainable_params": self.trainable_params, "truncated_examples": self.truncated_examples,
                 "resumed_from_step": self.resumed_from_step, **self.extra}
@@ -92,6 +107,7 @@ def run(config: RunConfig, output_dir: str | Path, *, callback: Callable[[dict],
     model, tokenizer = load_base_model(config.model, dtype=dtype, device=device, log=quiet)
     train_examples = load_examples(config.train_task)
     eval_examples = load_examples(config.eval_task)
+    val_examples = load_examples(config.val_task) if config.val_task else []
     data = tokenize(tokenizer, train_examples, config.train.max_length)
     if not any(t != -100 for row in data.labels for t in row):
         raise ValueError(f"training data: no answer token left after truncation at max_length="
@@ -113,26 +129,28 @@ def run(config: RunConfig, output_dir: str | Path, *, callback: Callable[[dict],
     result = train(model, data, config.train, tokenizer.pad_token_id, callback=callback, checkpoint_dir=ckpt_dir,
                    resume_from=resume_from, device=device, on_checkpoint=on_checkpoint, log=quiet)
     metric = SCORING[config.eval_task.name]
-    curve, eval_tokens, eval_seconds = evaluate_ranks(
-        model, tokenizer, eval_examples, config.adapter.eval_ranks, metric, batch_size=config.eval_batch_size,
-        max_new_tokens=config.max_new_tokens, max_length=config.train.max_length, device=device, log=quiet)
-    # eval FLOPs: matmuls only (2N + 2 P_k per token at rank k); attention is small at these lengths
-    fm = flop_model(model)
-    eval_flops = sum(n * fm.forward(1, 1, k) - n * 4 * fm.n_layers * fm.attn_dim
-                     for k, n in zip(curve.ranks, eval_tokens)) * world_size
-    cost = Cost(train_tokens=result.train_tokens, eval_tokens=sum(eval_tokens) * world_size,
-                train_flops=result.train_flops, eval_flops=eval_flops, train_seconds=result.seconds,
-                eval_seconds=eval_seconds, devices=world_size * config.devices_per_worker, device_name=config.device_name,
-                price_per_device_hour=config.price_per_device_hour)
+    score = lambda examples, name: evaluate_ranks(  # noqa: E731
+        model, tokenizer, examples, config.adapter.eval_ranks, metric, rules=config.eval_rules,
+        batch_size=config.eval_batch_size, max_new_tokens=config.max_new_tokens, max_length=config.train.max_length,
+        device=device, log=quiet, name=name)
+    val_curves, evaluations, eval_seconds = score(val_examples, "val") if val_examples else ({}, [], 0.0)
+    curves, test_evaluations, test_seconds = score(eval_examples, "test")
+    evaluations, eval_seconds = evaluations + test_evaluations, eval_seconds + test_seconds
+    cost = Cost(train_tokens=result.train_tokens, eval_tokens=sum(n for _, n in evaluations) * world_size,
+                train_flops=result.train_flops, eval_flops=flop_model(model).eval_flops(evaluations) * world_size,
+                train_seconds=result.seconds, eval_seconds=eval_seconds, devices=world_size * config.devices_per_worker,
+                device_name=config.device_name, price_per_device_hour=config.price_per_device_hour)
     adapter_path = None
     if rank == 0:
         adapter_path = str(save_adapter(model, output_dir / "adapter", base_model_name_or_path=config.model))
-    out = RunResult(curve, cost, tuple(result.losses), adapter_path, summary.trainable_params, data.truncated,
+    out = RunResult(curves, cost, tuple(result.losses), adapter_path, summary.trainable_params, data.truncated,
                     result.resumed_from, {"setup_seconds": setup_seconds, "peak_memory_mb": peak_memory_mb(device),
-                     "world_size": world_size})
+                     "world_size": world_size}, val_curves)
     if rank == 0:
         write_json(output_dir / "result.json", out.as_dict())
-        quiet(f"rank curve  {curve}\ncost        {cost}")
+        lines = [f"val  {rule:<8} {c}" for rule, c in val_curves.items()] + \
+            [f"test {rule:<8} {c}" for rule, c in curves.items()]
+        quiet("rank curves\n  " + "\n  ".join(lines) + f"\ncost        {cost}")
     return out
 
 

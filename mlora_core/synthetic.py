@@ -20,9 +20,10 @@ Why adapter rank matters: the table is 96 independent item -> two-digit associat
 adapted projection, so within the default budget a small r learns a smaller share of the
 table (measured: see README, "The embedded default").
 
-Train and test are disjoint: the (name, item) pair decides a question's split (`split_of`, a
-hash), so every test question is a phrasing never seen in training while each item's price
-was learned from other names' questions. Everything is deterministic in (split, n, seed).
+Train, validation and test are disjoint: the (name, item) pair decides a question's split
+(`split_of`, a hash), so every test (or validation) question is a phrasing never seen in training
+while each item's price was learned from other names' questions. Everything is deterministic in
+(split, n, seed).
 """
 from __future__ import annotations
 
@@ -37,6 +38,8 @@ TEMPLATES = ("{n} asks: how much is the {i}?", "What does {n} pay for the {i}?",
 N_ITEMS, ITEM_SEED = 96, 7
 PRICE_LO, PRICE_HI = 10, 99
 TEST_FRACTION = 0.25   # share of (name, item) pairs reserved for the test split
+VAL_FRACTION = 0.05    # ... and for validation (choosing hyperparameters), taken from what was train
+SPLITS = ("train", "val", "test")
 
 
 def _items() -> tuple[str, ...]:
@@ -59,16 +62,16 @@ def prompt(question: str) -> str:
 
 
 def split_of(name: str, item: str) -> str:
-    """'test' for a fixed ~TEST_FRACTION of (name, item) pairs, else 'train'."""
+    """'test' for a fixed ~TEST_FRACTION of (name, item) pairs, 'val' for ~VAL_FRACTION, else 'train'."""
     h = int.from_bytes(hashlib.sha256(f"{name}/{item}".encode()).digest()[:8], "big") / 2**64
-    return "test" if h < TEST_FRACTION else "train"
+    return "test" if h < TEST_FRACTION else "val" if h < TEST_FRACTION + VAL_FRACTION else "train"
 
 
 def make_examples(split: str, n: int, seed: int = 0) -> list[dict]:
-    """`n` {"question", "answer"} problems of `split` ("train" or "test"): every (name, item,
+    """`n` {"question", "answer"} problems of `split` ("train", "val" or "test"): every (name, item,
     template) of the split once in a seeded order, cycling if n is larger."""
-    if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     combos = [(nm, it, t) for nm in NAMES for it in ITEMS for t in range(len(TEMPLATES))
               if split_of(nm, it) == split]
     random.Random(f"mlora-synthetic/{split}/{seed}").shuffle(combos)

@@ -27,6 +27,9 @@ HUB = {"gsm8k": ("openai/gsm8k", "main"), "platypus": ("garage-bAInd/Open-Platyp
        "arc": ("allenai/ai2_arc", "ARC-Challenge")}
 
 
+HOLDOUT_SEED = 0   # the fixed order a validation holdout is cut from, whatever the trial's seed
+
+
 @dataclass(frozen=True)
 class TaskConfig:
     name: str = "synthetic"
@@ -34,12 +37,19 @@ class TaskConfig:
     split: str = "train"
     n: int | None = None             # use the first n examples (after a seeded shuffle)
     seed: int = 0
+    # validation held out of this split: its first `holdout` examples in a fixed order (HOLDOUT_SEED).
+    # held_out False: the split without them (training); True: only them (validation). The synthetic
+    # task has a disjoint "val" split instead, which held_out reads
+    holdout: int = 0
+    held_out: bool = False
 
     def __post_init__(self):
         if self.name not in TASKS:
             raise ValueError(f"task: unknown task {self.name!r}; choose one of {TASKS}")
         if self.n is not None and self.n <= 0:
             raise ValueError(f"task.n: must be positive, got {self.n}")
+        if self.holdout < 0 or (self.held_out and not self.holdout):
+            raise ValueError(f"task.holdout: must be positive to read the held-out part, got {self.holdout}")
 
 
 @dataclass(frozen=True)
@@ -114,13 +124,20 @@ _BUILDERS: dict[str, tuple[tuple[str, ...], Callable[[dict], Example]]] = {
 def load_examples(config: TaskConfig) -> list[Example]:
     if config.name == "synthetic":
         from .synthetic import make_examples
-        rows = make_examples(config.split, config.n or 1000, seed=config.seed)
+        split = "val" if config.held_out else config.split   # its val split is disjoint from train and test
+        rows = make_examples(split, config.n or (config.holdout if config.held_out else 1000), seed=config.seed)
         return [gsm8k_example(r["question"], r["answer"]) for r in rows]
     fields, build = _BUILDERS[config.name]
     rows = _rows(config)
     if rows and (missing := [f for f in fields if f not in rows[0]]):
         raise ValueError(f"task {config.name}: rows lack fields {missing} (have {sorted(rows[0])})")
     examples = [build(r) for r in rows]
+    if config.holdout:
+        if config.holdout >= len(examples):
+            raise ValueError(f"task {config.name} ({config.split}): a validation holdout of {config.holdout} "
+                             f"leaves nothing of its {len(examples)} examples to train on")
+        random.Random(HOLDOUT_SEED).shuffle(examples)
+        examples = examples[:config.holdout] if config.held_out else examples[config.holdout:]
     random.Random(config.seed).shuffle(examples)
     return examples[: config.n] if config.n else examples
 

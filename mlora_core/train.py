@@ -21,7 +21,8 @@ import torch
 import torch.distributed as dist
 
 from .cost import flop_model
-from .inject import adapter_layers, sample_train_rank
+from .inject import adapter_layers, sample_train_rank, set_example_p
+from .objectives import Pass, objective_of, passes
 from .io import load_tensors, read_json, save_tensors, write_json
 from .tasks import TokenizedData, collate
 
@@ -68,6 +69,15 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
     if schedule == "cosine":
         return 0.5 * (1 + math.cos(math.pi * progress))
     return 1 - progress if schedule == "linear" else 1.0
+
+
+def total_steps(config: TrainConfig, n_examples: int, world_size: int = 1) -> int:
+    """Optimizer steps of a run: `steps`, or `epochs` over n examples (each epoch drops its ragged
+    tail: n // (batch x workers) micro-batches), rounded up to a whole step."""
+    if not config.epochs:
+        return config.steps
+    per_epoch = max(1, n_examples // (config.batch_size * world_size))
+    return math.ceil(config.epochs * per_epoch / config.grad_accum)
 
 
 def world() -> tuple[int, int]:
@@ -152,6 +162,23 @@ def _progress(total: int, start: int, enabled: bool):
     return None
 
 
+def backward_passes(forward, batch: dict, todo: list[Pass], p_rows: torch.Tensor | None, grad_accum: int,
+                    amp: bool) -> torch.Tensor:
+    """Forward + backward each pass of one micro-batch (objectives.py); gradients accumulate in
+    the adapter parameters. Returns the micro-batch's loss, detached, as it enters the step."""
+    total = torch.zeros((), device=batch["input_ids"].device)
+    for p in todo:
+        if p.p_rows is not None:  # in place: the one tensor every layer reads
+            p_rows.copy_(p.p_rows)
+        with torch.autocast(batch["input_ids"].device.type, dtype=torch.bfloat16, enabled=amp):
+            loss = forward(**batch).loss / grad_accum
+        if p.weight != 1.0:
+            loss = loss * p.weight
+        loss.backward()
+        total += loss.detach()
+    return total
+
+
 def train(model, data: TokenizedData, config: TrainConfig, pad_id: int, *,
           callback: Callable[[dict], None] | None = None, checkpoint_dir: str | Path | None = None,
           resume_from: str | Path | None = None, device: str | torch.device = "cpu",
@@ -169,8 +196,7 @@ def train(model, data: TokenizedData, config: TrainConfig, pad_id: int, *,
     if n < config.batch_size * world_size:
         raise ValueError(f"train: {n} examples is fewer than one batch "
                          f"({config.batch_size} x {world_size} workers)")
-    per_epoch = max(1, n // (config.batch_size * world_size))
-    total = math.ceil(config.epochs * per_epoch / config.grad_accum) if config.epochs else config.steps
+    total = total_steps(config, n, world_size)
     params = list(_adapter_params(model).values())
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     ddp_model = model
@@ -186,8 +212,12 @@ def train(model, data: TokenizedData, config: TrainConfig, pad_id: int, *,
     forward = torch.compile(ddp_model) if compiled else ddp_model  # same parameters, so the same checkpoints
     rank_rng = random.Random(config.seed)  # same on every worker: DyLoRA's t agrees everywhere
     torch.manual_seed(config.seed + rank)
-    max_rank = adapter.rank
     amp = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    # per_rank / stratified: the per-example P rows every adapter layer reads (objectives.py)
+    p_rows = None
+    if objective_of(adapter) != "summed":
+        p_rows = torch.zeros(config.batch_size, adapter.rank, device=device, dtype=params[0].dtype)
+        set_example_p(model, p_rows)
 
     start, losses, tokens, flops, history = 0, [], 0, 0.0, []
     if resume_from is not None:
@@ -201,19 +231,18 @@ def train(model, data: TokenizedData, config: TrainConfig, pad_id: int, *,
         lr = config.lr * lr_factor(step, total, config.warmup_steps, config.schedule)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        t = sample_train_rank(model, rank_rng) or max_rank
+        t = sample_train_rank(model, rank_rng)
         step_loss, step_tokens = torch.zeros((), device=device), 0
         for micro in range(config.grad_accum):
-            idx = micro_batch_indices(step * config.grad_accum + micro, n, config.batch_size, config.seed,
-                                      rank, world_size)
+            m = step * config.grad_accum + micro
+            idx = micro_batch_indices(m, n, config.batch_size, config.seed, rank, world_size)
             batch = collate([data.input_ids[i] for i in idx], [data.labels[i] for i in idx], pad_id)
             batch = {k: v.to(device) for k, v in batch.items()}
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                loss = forward(**batch).loss / config.grad_accum
-            loss.backward()
-            step_loss += loss.detach()
+            todo = passes(adapter, len(idx), seed=config.seed, worker=rank, micro_batch=m, train_rank=t,
+                          dtype=params[0].dtype)
+            step_loss += backward_passes(forward, batch, todo, p_rows, config.grad_accum, amp)
+            flops += sum(fm.train_step(*batch["input_ids"].shape, rank=p.flop_rank) for p in todo) * world_size
             step_tokens += int(batch["attention_mask"].sum())
-            flops += fm.train_step(*batch["input_ids"].shape, rank=t) * world_size
         torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -226,7 +255,7 @@ def train(model, data: TokenizedData, config: TrainConfig, pad_id: int, *,
             raise Diverged(f"loss became {loss_value} at step {step + 1} (lr {config.lr:g}): diverged")
         losses.append(loss_value)
         elapsed = time.perf_counter() - t0
-        metrics = {"step": step + 1, "train_loss": loss_value, "lr": lr, "train_rank": t,
+        metrics = {"step": step + 1, "train_loss": loss_value, "lr": lr, "train_rank": t or adapter.rank,
                    "tokens": tokens, "tokens_per_s": tokens / max(elapsed, 1e-9)}
         history.append(metrics)
         if callback is not None:
@@ -246,6 +275,8 @@ def train(model, data: TokenizedData, config: TrainConfig, pad_id: int, *,
                 on_checkpoint(path, metrics)
     if bar is not None:
         bar.close()
+    if p_rows is not None:
+        set_example_p(model, None)
     model.eval()
     return TrainResult(total, losses, tokens, flops, time.perf_counter() - t0, data.truncated, start, history)
 

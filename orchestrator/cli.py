@@ -36,36 +36,35 @@ def cmd_plan(args) -> int:
     exp = load_experiment(args.config)
     trials = plan(exp)
     est = {e.trial_id: e for e in estimate(exp, trials)}
-    header = f"{'trial':<36} {'arm':<11} {'method':<11} {'rank':>4} {'schedule':<9} {'lr':>8} {'seed':>4} " \
+    width = max(len(t.trial_id) for t in trials) + 1
+    header = f"{'trial':<{width}} {'method':<10} {'objective':<10} {'rank':>4} {'budget':>6} {'lr':>8} {'seed':>4} " \
              f"{'GFLOPs':>10} {'dev-h':>8} {'$':>8}"
     print(header)
     print("-" * len(header))
     fmt = lambda v, f: "n/a" if v is None else format(v, f)  # noqa: E731
     for t in trials:
         e = est[t.trial_id]
-        print(f"{t.trial_id:<36} {t.arm:<11} {t.method:<11} {t.rank:>4} "
-              f"{t.p_schedule if t.method == 'matryoshka' else '-':<9} {t.lr:>8.1e} {t.seed:>4} "
+        print(f"{t.trial_id:<{width}} {t.method:<10} {t.objective if t.method == 'matryoshka' else '-':<10} "
+              f"{t.rank:>4} {t.budget:>6} {t.lr:>8.1e} {t.seed:>4} "
               f"{fmt(e.train_flops and e.train_flops / 1e9, '10.1f'):>10} {fmt(e.device_hours, '8.4f'):>8} "
               f"{fmt(e.dollars, '8.2f'):>8}")
     known = [e for e in est.values() if e.train_flops is not None]
-    by_arm = {}
-    for t in trials:
-        if est[t.trial_id].train_flops is not None:
-            by_arm[t.arm] = by_arm.get(t.arm, 0.0) + est[t.trial_id].train_flops
     print(f"\n{len(trials)} trials on {exp.model}; {exp.resources.workers_per_trial} worker(s) x "
           f"{exp.resources.cpus_per_worker:g} CPU / {exp.resources.gpus_per_worker:g} GPU per trial, "
           f"{exp.resources.max_concurrent_trials} at a time")
-    if known:
-        flops = sum(e.train_flops for e in known)
-        hours = sum(e.device_hours for e in known)
-        print(f"estimated: {flops / 1e12:.3g} TFLOPs, {hours:.3f} device-hours, "
-              f"${sum(e.dollars for e in known):.2f} at ${exp.cost.price_per_device_hour:g}/device-hour "
-              f"({exp.cost.device}, {exp.cost.effective_tflops:g} effective TFLOP/s per device)")
-        if "matryoshka" in by_arm and "lora" in by_arm:
-            per_schedule = by_arm["matryoshka"] / max(1, len(exp.arms.matryoshka.p_schedules))
-            print(f"one Matryoshka run = {100 * per_schedule / by_arm['lora']:.0f}% of the LoRA grid's training FLOPs")
-    else:
+    if not known:
         print("estimated cost: n/a (the model's config could not be read offline)")
+        return EXIT_OK
+    print(f"estimated: {sum(e.train_flops for e in known) / 1e12:.3g} TFLOPs, "
+          f"{sum(e.device_hours for e in known):.3f} device-hours, ${sum(e.dollars for e in known):.2f} at "
+          f"${exp.cost.price_per_device_hour:g}/device-hour ({exp.cost.device}, {exp.cost.effective_tflops:g} "
+          f"effective TFLOP/s per device)")
+    # one run of each one-run arm against one grid (a run per rank); lr and seed do not change FLOPs
+    arms = {t.arm: (t.method, est[t.trial_id].train_flops) for t in trials if est[t.trial_id].train_flops}
+    grid = [f for method, f in arms.values() if method == "lora"]
+    for arm, (method, flops) in arms.items() if grid else ():
+        if method != "lora":
+            print(f"one {arm} run = {100 * flops / sum(grid):.0f}% of the LoRA grid's training FLOPs ({len(grid)} runs)")
     return EXIT_OK
 
 
@@ -112,8 +111,8 @@ def cmd_register(args) -> int:
 
 def cmd_export(args) -> int:
     from .registry import export_peft
-    out = export_peft(args.model_uri, args.rank, args.out, tracking_uri=args.tracking_uri)
-    print(f"PEFT adapter (rank {args.rank}) written to {out}")
+    out = export_peft(args.model_uri, args.rank, args.out, tracking_uri=args.tracking_uri, rule=args.rule)
+    print(f"PEFT adapter (rank {args.rank}, rule {args.rule or 'recommended'}) written to {out}")
     return EXIT_OK
 
 
@@ -144,13 +143,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("output_dir")
     s.add_argument("--tracking-uri", **uri)
     s.set_defaults(fn=cmd_report)
-    s = sub.add_parser("register", help="register a sweep's Matryoshka adapter in the MLflow model registry")
+    s = sub.add_parser("register", help="register a sweep's recommended adapter in the MLflow model registry")
     s.add_argument("output_dir")
     s.add_argument("--tracking-uri", **uri)
     s.set_defaults(fn=cmd_register)
     s = sub.add_parser("export", help="write a PEFT adapter at one rank from a registered model")
     s.add_argument("model_uri", help="e.g. models:/mlora-tiny@recommended")
     s.add_argument("--rank", type=int, required=True)
+    s.add_argument("--rule", choices=["truncate", "prefix", "svd"],
+                   help="rank-k rule (default: the one the registered model recommends)")
     s.add_argument("out")
     s.add_argument("--tracking-uri", **uri)
     s.set_defaults(fn=cmd_export)

@@ -13,7 +13,8 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from mlora_core.config import LLAMA_TARGETS, P_SCHEDULES, SCALINGS, powers_of_two_upto
+from mlora_core.config import LLAMA_TARGETS, OBJECTIVES, P_SCHEDULES, SCALINGS, powers_of_two_upto
+from mlora_core.layer import RULES
 from mlora_core.models import check_model_id
 from mlora_core.tasks import TASKS
 
@@ -43,8 +44,17 @@ class TaskSpec(Strict):
     n: PosInt | None = None         # first n examples
 
 
+class ValSpec(Strict):
+    """Validation: what each arm's learning rate is chosen on, so the report's test numbers are not
+    the best of several draws on the test set."""
+    enabled: bool = True
+    split: str | None = None        # None: held out of the training data (disjoint); else a split of its source
+    n: PosInt = 150                 # examples (held out: taken from the training data)
+
+
 class Tasks(Strict):
     train: TaskSpec = TaskSpec(name="synthetic", split="train", n=4000)
+    val: ValSpec = ValSpec()
     eval: TaskSpec = TaskSpec(name="synthetic", split="test", n=300)
 
 
@@ -71,21 +81,73 @@ class Adapter(Strict):
         return sorted(set(self.eval_ranks or powers_of_two_upto(self.rank)))
 
 
+def _distinct(v):
+    """A list that names trials must be non-empty and hold no value twice (trial ids would clash)."""
+    if v is not None:
+        if not v:
+            raise ValueError("must not be empty")
+        if len(set(v)) != len(v):
+            raise ValueError(f"values must be distinct, got {v}")
+    return v
+
+
 class Arm(Strict):
     lrs: list[PosFloat] | None = None       # default: the experiment's lrs
     target_modules: list[str] | str | None = None  # default: adapter.target_modules (per-arm ablations)
 
+    @field_validator("lrs")
+    @classmethod
+    def _lists_distinct(cls, v):
+        return _distinct(v)
+
 
 class MatryoshkaArm(Arm):
     p_schedules: list[Literal[P_SCHEDULES]] = ["diag"]  # type: ignore[valid-type]
+    # summed: the paper's one P-weighted forward; per_rank: |R| forwards (one per train rank);
+    # stratified: one forward, each example at one train rank (mlora_core/objectives.py)
+    objectives: list[Literal[OBJECTIVES]] = ["summed"]  # type: ignore[valid-type]
+    # x training.steps, to compare one-run arms at equal compute: one list for every objective,
+    # or one per objective ({summed: [1], per_rank: [1], stratified: [1, 3]})
+    budgets: list[PosInt] | dict[Literal[OBJECTIVES], list[PosInt]] = [1]  # type: ignore[valid-type]
+
+    @field_validator("p_schedules", "objectives")
+    @classmethod
+    def _arm_lists_distinct(cls, v):
+        return _distinct(v)
+
+    @field_validator("budgets")
+    @classmethod
+    def _budgets_distinct(cls, v):
+        for budgets in (v.values() if isinstance(v, dict) else [v]):
+            _distinct(budgets)
+        return v
+
+    @model_validator(mode="after")
+    def _budget_per_objective(self):
+        if isinstance(self.budgets, dict) and (missing := [o for o in self.objectives if o not in self.budgets]):
+            raise ValueError(f"budgets: no budgets for objectives {missing}")
+        return self
+
+    def budgets_for(self, objective: str) -> list[int]:
+        return self.budgets[objective] if isinstance(self.budgets, dict) else self.budgets
 
 
 class LoraArm(Arm):
     ranks: list[PosInt] | None = None       # the fixed-rank grid; default: the eval ranks
 
+    @field_validator("ranks")
+    @classmethod
+    def _ranks_distinct(cls, v):
+        return _distinct(v)
+
 
 class DyloraArm(Arm):
-    pass
+    budgets: list[PosInt] = [1]                  # x training.steps
+
+    @field_validator("budgets")
+    @classmethod
+    def _budgets_distinct(cls, v):
+        return _distinct(v)
 
 
 class Arms(Strict):
@@ -113,6 +175,15 @@ class Training(Strict):
 class Evaluation(Strict):
     batch_size: PosInt = 100
     max_new_tokens: PosInt = 12
+    # rank-k rules every trial is scored under (mlora_core/layer.py); the first is the primary one
+    # (metrics acc_rank_{k}, aurac). truncate: s(k) A[:k] B[:k] (the paper's); prefix: A[:k] diag(P[:k])
+    # B[:k] (the trained function cut at k); svd: the best rank-k approximation of the trained update
+    rules: list[Literal[RULES]] = ["truncate", "prefix", "svd"]  # type: ignore[valid-type]
+
+    @field_validator("rules")
+    @classmethod
+    def _rules_distinct(cls, v):
+        return _distinct(v)
 
 
 class Resources(Strict):
@@ -173,10 +244,8 @@ class Experiment(Strict):
 
     @field_validator("lrs", "seeds")
     @classmethod
-    def _non_empty(cls, v):
-        if not v:
-            raise ValueError("must not be empty")
-        return v
+    def _lists_distinct(cls, v):
+        return _distinct(v)
 
     @model_validator(mode="after")
     def _consistent(self):

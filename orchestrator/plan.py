@@ -1,39 +1,55 @@
 """Sweep planning: Experiment -> the list of trials, each a frozen TrialSpec, and its RunConfig.
 
-    trials = |matryoshka schedules| x lrs x seeds  +  |lora ranks| x lrs x seeds  +  dylora lrs x seeds
+    trials = seeds x (  matryoshka: p_schedules x objectives x budgets x lrs
+                      + lora:       ranks x lrs
+                      + dylora:     budgets x lrs )
 
-A fixed-rank LoRA trial of rank k is evaluated at every eval rank <= k (truncated), so its
-curve shows how plain LoRA collapses when cut; its value at k is one point of the grid's envelope.
+The plan owns each trial's identity: its arm (the group the report compares; lrs and seeds
+are its samples), its id (also the MLflow run name) and its MLflow params. A fixed-rank LoRA
+trial of rank k is evaluated at every eval rank <= k, so its curve shows how plain LoRA does
+when cut; its value at k is one point of the grid's envelope.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass
 
 from mlora_core.config import AdapterConfig
 from mlora_core.run import RunConfig
 from mlora_core.tasks import TaskConfig
-from mlora_core.train import TrainConfig
+from mlora_core.train import TrainConfig, total_steps
 
 from .config import Experiment
 
 
 @dataclass(frozen=True)
 class TrialSpec:
-    arm: str               # matryoshka | lora | dylora (an arm may hold several schedules)
-    method: str
+    method: str            # lora | dylora | matryoshka
     rank: int
-    p_schedule: str
     lr: float
     seed: int
+    p_schedule: str = "diag"     # matryoshka: how P weights the nested ranks
+    objective: str = "summed"    # matryoshka: summed | per_rank | stratified
+    budget: int = 1              # x training.steps (one-run arms)
+
+    @property
+    def arm(self) -> str:
+        """What the report compares, one line each: a Matryoshka objective and schedule, DyLoRA,
+        or LoRA at rank k (at a budget other than 1: '-x3')."""
+        name = f"matryoshka-{self.objective}-{self.p_schedule}" if self.method == "matryoshka" else self.method
+        return f"{name}-r{self.rank}" + (f"-x{self.budget}" if self.budget != 1 else "")
 
     @property
     def trial_id(self) -> str:
         """Stable, readable, unique within a sweep: also the MLflow run name."""
-        sched = f"-{self.p_schedule}" if self.method == "matryoshka" else ""
-        return f"{self.method}{sched}-r{self.rank}-lr{self.lr:.0e}-s{self.seed}"
+        return f"{self.arm}-lr{self.lr:.0e}-s{self.seed}"
 
     def as_dict(self) -> dict:
-        return {**asdict(self), "trial_id": self.trial_id}
+        return {**asdict(self), "arm": self.arm, "trial_id": self.trial_id}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrialSpec":
+        return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d})
 
 
 def plan(exp: Experiment) -> list[TrialSpec]:
@@ -41,13 +57,15 @@ def plan(exp: Experiment) -> list[TrialSpec]:
     trials: list[TrialSpec] = []
     for seed in exp.seeds:
         if a.matryoshka:
-            trials += [TrialSpec("matryoshka", "matryoshka", r, s, lr, seed)
-                       for s in a.matryoshka.p_schedules for lr in (a.matryoshka.lrs or exp.lrs)]
+            trials += [TrialSpec("matryoshka", r, lr, seed, p_schedule=s, objective=o, budget=b)
+                       for s in a.matryoshka.p_schedules for o in a.matryoshka.objectives
+                       for b in a.matryoshka.budgets_for(o) for lr in (a.matryoshka.lrs or exp.lrs)]
         if a.lora:
-            trials += [TrialSpec("lora", "lora", k, "diag", lr, seed)
-                       for k in sorted(set(a.lora.ranks or exp.adapter.eval_rank_list)) for lr in (a.lora.lrs or exp.lrs)]
+            trials += [TrialSpec("lora", k, lr, seed) for k in sorted(set(a.lora.ranks or exp.adapter.eval_rank_list))
+                       for lr in (a.lora.lrs or exp.lrs)]
         if a.dylora:
-            trials += [TrialSpec("dylora", "dylora", r, "diag", lr, seed) for lr in (a.dylora.lrs or exp.lrs)]
+            trials += [TrialSpec("dylora", r, lr, seed, budget=b) for b in a.dylora.budgets
+                       for lr in (a.dylora.lrs or exp.lrs)]
     ids = [t.trial_id for t in trials]
     assert len(set(ids)) == len(ids), "trial ids must be unique"
     return trials
@@ -56,25 +74,56 @@ def plan(exp: Experiment) -> list[TrialSpec]:
 def run_config(exp: Experiment, spec: TrialSpec) -> RunConfig:
     """What one trial trains: the experiment's settings with this trial's method/rank/lr/seed."""
     ad = exp.adapter
-    targets = getattr(exp.arms, spec.arm).target_modules or ad.target_modules
+    targets = getattr(exp.arms, spec.method).target_modules or ad.target_modules
     eval_ranks = tuple(k for k in ad.eval_rank_list if k <= spec.rank) or (spec.rank,)
     train_ranks = tuple(k for k in (ad.train_ranks or []) if k <= spec.rank) or None
     adapter = AdapterConfig(method=spec.method, rank=spec.rank, train_ranks=train_ranks, eval_ranks=eval_ranks,
-                            scaling=ad.scaling, alpha=ad.alpha, p_schedule=spec.p_schedule,
-                            target_modules=tuple(targets) if isinstance(targets, list) else targets, exclude_modules=tuple(ad.exclude_modules), dropout=ad.dropout)
+                            scaling=ad.scaling, alpha=ad.alpha, p_schedule=spec.p_schedule, objective=spec.objective,
+                            target_modules=tuple(targets) if isinstance(targets, list) else targets,
+                            exclude_modules=tuple(ad.exclude_modules), dropout=ad.dropout)
     t = exp.training
-    train = TrainConfig(steps=t.steps, epochs=t.epochs, batch_size=t.batch_size, grad_accum=t.grad_accum, lr=spec.lr,
+    train = TrainConfig(steps=t.steps * spec.budget, epochs=t.epochs and t.epochs * spec.budget,
+                        batch_size=t.batch_size, grad_accum=t.grad_accum, lr=spec.lr,
                         weight_decay=t.weight_decay, warmup_steps=t.warmup_steps, schedule=t.schedule,
                         max_grad_norm=t.max_grad_norm, max_length=t.max_length, seed=spec.seed,
                         checkpoint_every=t.checkpoint_every, compile=t.compile,
                         threads=max(1, int(exp.resources.cpus_per_worker)) if not exp.resources.gpus_per_worker else None)
-    # the eval set is the same for every trial (seed 0); the training data order follows the trial's seed
-    task = lambda s, seed: TaskConfig(name=s.name, path=s.path, split=s.split, n=s.n, seed=seed)  # noqa: E731
-    return RunConfig(model=exp.model, train_task=task(exp.tasks.train, spec.seed), eval_task=task(exp.tasks.eval, 0),
-                     adapter=adapter, train=train, eval_batch_size=exp.eval.batch_size,
-                     max_new_tokens=exp.eval.max_new_tokens, device_name=exp.cost.device,
-                     price_per_device_hour=exp.cost.price_per_device_hour,
+    train_task, val_task = tasks_of(exp, spec.seed)
+    return RunConfig(model=exp.model, train_task=train_task, eval_task=TaskConfig(**exp.tasks.eval.model_dump()),
+                     val_task=val_task, adapter=adapter, train=train, eval_batch_size=exp.eval.batch_size,
+                     max_new_tokens=exp.eval.max_new_tokens, eval_rules=tuple(exp.eval.rules),
+                     device_name=exp.cost.device, price_per_device_hour=exp.cost.price_per_device_hour,
                      devices_per_worker=devices_per_worker(exp))
+
+
+def tasks_of(exp: Experiment, seed: int) -> tuple[TaskConfig, TaskConfig | None]:
+    """(training task, validation task). The validation and test sets are the same for every trial;
+    the training data order follows the trial's seed. Validation held out of the training data is
+    cut in a fixed order (tasks.HOLDOUT_SEED), so no trial ever trains on it."""
+    t, v = exp.tasks.train, exp.tasks.val
+    holdout = v.n if v.enabled and v.split is None else 0
+    train = TaskConfig(name=t.name, path=t.path, split=t.split, n=t.n, seed=seed, holdout=holdout)
+    if not v.enabled:
+        return train, None
+    if holdout:
+        return train, TaskConfig(name=t.name, path=t.path, split=t.split, holdout=holdout, held_out=True)
+    return train, TaskConfig(name=t.name, path=t.path, split=v.split, n=v.n)
+
+
+def trial_params(exp: Experiment, spec: TrialSpec) -> dict:
+    """The trial's MLflow params: what identifies it (arm, method, objective, ...) and what it ran with."""
+    rc = run_config(exp, spec)
+    matryoshka = spec.method == "matryoshka"
+    return {"arm": spec.arm, "method": spec.method, "rank": spec.rank, "lr": spec.lr, "seed": spec.seed,
+            "objective": spec.objective if matryoshka else "-", "p_schedule": spec.p_schedule if matryoshka else "-",
+            "budget": spec.budget, "model": exp.model, "dataset": exp.tasks.train.name,
+            "eval_dataset": exp.tasks.eval.name, "scaling": exp.adapter.scaling, "alpha": exp.adapter.alpha,
+            "val": (f"{rc.val_task.split} ({'held out, ' if rc.val_task.held_out else ''}"
+                    f"{rc.val_task.n or rc.val_task.holdout})" if rc.val_task else "none"),
+            "train_ranks": ",".join(map(str, rc.adapter.train_ranks)),
+            "eval_ranks": ",".join(map(str, rc.adapter.eval_ranks)), "eval_rules": ",".join(rc.eval_rules),
+            "steps": rc.train.steps if not rc.train.epochs else f"{rc.train.epochs:g} epochs",
+            "batch_size": exp.training.batch_size, "workers": exp.resources.workers_per_trial}
 
 
 def devices_per_worker(exp: Experiment) -> float:
@@ -93,31 +142,39 @@ class Estimate:
     dollars: float | None
 
 
+def passes_per_step(adapter: AdapterConfig) -> tuple[int, float]:
+    """(forward/backward passes per micro-batch, the adapter rank they run at): per_rank makes one
+    pass per train rank; DyLoRA runs at its sampled rank (the mean of R on average)."""
+    if adapter.method == "matryoshka" and adapter.objective == "per_rank":
+        return len(adapter.train_ranks), adapter.rank
+    if adapter.method == "dylora":
+        return 1, sum(adapter.train_ranks) / len(adapter.train_ranks)
+    return 1, adapter.rank
+
+
 def estimate(exp: Experiment, trials: list[TrialSpec]) -> list[Estimate]:
     """Cost before running: FLOPs from the formula in mlora_core.cost on the model's shape,
     time from the configured effective throughput + per-trial start-up."""
     from mlora_core.cost import estimate_flop_model
 
     t, res = exp.training, exp.resources
-    if t.epochs:
-        n = exp.tasks.train.n or 0
-        steps = int(t.epochs * max(1, n // (t.batch_size * res.workers_per_trial)) / t.grad_accum) if n else t.steps
-    else:
-        steps = t.steps
-    seqs = steps * t.batch_size * t.grad_accum * res.workers_per_trial
     devices = res.workers_per_trial * devices_per_worker(exp)
     out, models = [], {}
     for spec in trials:
         rc = run_config(exp, spec)
-        key = (spec.rank, spec.method)
+        # with epochs and no fixed dataset size the steps are unknown before loading: fall back to `steps`
+        n = exp.tasks.train.n
+        steps = total_steps(rc.train, n, res.workers_per_trial) if n else t.steps * spec.budget
+        seqs = steps * t.batch_size * t.grad_accum * res.workers_per_trial
+        key = (spec.rank, spec.method, spec.objective)
         if key not in models:
             models[key] = estimate_flop_model(exp.model, rc.adapter, exp.model_revision)
         fm = models[key]
         if fm is None:
             out.append(Estimate(spec.trial_id, seqs * t.max_length, None, None, None))
             continue
-        rank = spec.rank if spec.method != "dylora" else sum(rc.adapter.train_ranks) / len(rc.adapter.train_ranks)
-        flops = fm.train_step(seqs, t.max_length, rank)
+        n_passes, rank = passes_per_step(rc.adapter)
+        flops = n_passes * fm.train_step(seqs, t.max_length, rank)
         seconds = flops / (exp.cost.effective_tflops * 1e12 * devices) + exp.cost.startup_seconds
         hours = seconds * devices / 3600
         out.append(Estimate(spec.trial_id, seqs * t.max_length, flops, hours, hours * exp.cost.price_per_device_hour))

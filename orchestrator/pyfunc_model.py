@@ -1,13 +1,14 @@
-"""The registered model: an MLflow pyfunc that serves a Matryoshka adapter at any rank.
+"""The registered model: an MLflow pyfunc that serves an adapter at any rank, under any rule.
 
 Logged as *models from code* (this file is the model's code; nothing is pickled):
 
     model = mlflow.pyfunc.load_model("models:/mlora-tiny@recommended")
-    model.predict(["Question: ...\\nAnswer: "], params={"rank": 4, "max_new_tokens": 32})
+    model.predict(["Question: ...\\nAnswer: "], params={"rank": 4, "rule": "svd", "max_new_tokens": 32})
 
 Artifacts: `adapter/` (mlora_config.json + mlora_adapter.safetensors, full rank) and, for
 builtin and local base models, `base_model/` (self-contained). For hub models the model
-config records the id and revision instead. `params.rank` defaults to the recommended rank.
+config records the id and revision instead. `rank` and `rule` default to the recommended ones
+(the signature's param defaults); rules: truncate | prefix | svd (mlora_core/layer.py).
 """
 from __future__ import annotations
 
@@ -31,11 +32,10 @@ class MatryoshkaAdapterModel(PythonModel):
         self.model = AutoModelForCausalLM.from_pretrained(base, revision=revision, dtype=torch.float32).eval()
         load_adapter(self.model, context.artifacts["adapter"])
         self.default_rank = int(cfg["recommended_rank"])
+        self.default_rule = cfg.get("recommended_rule", "truncate")
         self.max_rank = int(cfg["max_rank"])
 
-    # no type hints on predict: MLflow 3 would infer the signature from them and drop the
-    # params schema (rank, max_new_tokens) we log explicitly
-    def predict(self, context, model_input, params=None):
+    def predict(self, context, model_input: list[str], params: dict | None = None) -> list[str]:
         from mlora_core import set_rank
         from mlora_core.evaluate import generate
 
@@ -43,15 +43,9 @@ class MatryoshkaAdapterModel(PythonModel):
         rank = int(params.get("rank") or self.default_rank)
         if not 1 <= rank <= self.max_rank:
             raise ValueError(f"rank must be in 1..{self.max_rank}, got {rank}")
-        if hasattr(model_input, "columns"):  # a DataFrame: the first (or "prompt") column
-            col = "prompt" if "prompt" in model_input.columns else model_input.columns[0]
-            prompts = [str(x) for x in model_input[col]]
-        elif isinstance(model_input, str):
-            prompts = [model_input]
-        else:
-            prompts = [str(x) for x in model_input]
-        set_rank(self.model, rank)
-        texts, _ = generate(self.model, self.tokenizer, prompts, int(params.get("max_new_tokens") or 32))
+        set_rank(self.model, rank, params.get("rule") or self.default_rule)
+        texts, _ = generate(self.model, self.tokenizer, [str(x) for x in model_input],
+                            int(params.get("max_new_tokens") or 32))
         return texts
 
 

@@ -1,9 +1,11 @@
-"""Register a sweep's Matryoshka adapter in the MLflow model registry; export any rank to PEFT.
+"""Register a sweep's recommended adapter in the MLflow model registry; export any rank to PEFT.
 
 One model version per registration: the pyfunc in pyfunc_model.py (models from code, so no
-pickles), logged in the sweep's parent run. The version is tagged with the rank curve, AURAC,
-cost and source trial run, and gets two aliases (aliases, not the deprecated stages):
-`recommended` (the version whose recommended rank is what the report recommends) and
+pickles), logged in the sweep's parent run. What is registered is the sweep's recommendation
+(results.py): the adapter of the arm and rule that serve the recommended rank most cheaply,
+a Matryoshka run or a fixed-rank LoRA run alike. It serves any rank and rule; its defaults are
+the recommended ones. The version is tagged with its rank curve, AURAC, cost and source trial run,
+and gets two aliases (aliases, not the deprecated stages): `recommended` (this registration) and
 `best-aurac` (the highest AURAC among the model's versions).
 """
 from __future__ import annotations
@@ -13,53 +15,57 @@ import tempfile
 from pathlib import Path
 
 from . import tracking
-from .results import best_matryoshka, load_sweep, read_sweep_state, recommended_rank
+from .results import SweepResult, load_output_dir, read_sweep_state
 
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
+EXAMPLE_PROMPT = "Question: How much is 2 plus 3?\nAnswer: "
 
 
-def register_sweep(output_dir: str | Path, tracking_uri: str | None = None, model_name: str | None = None) -> str:
-    """Log + register the sweep's best Matryoshka adapter; returns 'models:/NAME/VERSION'."""
+def register_sweep(output_dir: str | Path, result: SweepResult | None = None, tracking_uri: str | None = None,
+                   model_name: str | None = None) -> str:
+    """Log + register the sweep's recommended adapter; returns 'models:/NAME/VERSION'."""
     import mlflow
-    from mlflow.models import infer_signature
 
     import mlora_core
     from mlora_core.models import check_model_id, resolve_model_path
 
     state = read_sweep_state(output_dir)
-    uri = tracking_uri or state["tracking_uri"]
+    if result is None:
+        state, result = load_output_dir(output_dir, tracking_uri)
+    uri = result.tracking_uri
     exp = state["experiment"]
-    reg = exp.get("registry", {})
-    name = model_name or reg.get("model_name") or f"mlora-{exp['name']}"
-    sweep = load_sweep(uri, state["parent_run_id"])
-    group = best_matryoshka(sweep)
-    if group is None:
-        raise ValueError("no finished Matryoshka trial in this sweep: nothing to register")
-    trial = max(group.trials, key=lambda t: t.metrics.get("aurac", 0.0))
-    rec = recommended_rank(group.ranks, group.mean, reg.get("tolerance", 0.01))
+    name = model_name or exp.get("registry", {}).get("model_name") or f"mlora-{exp['name']}"
+    rec = result.recommended
+    if rec is None:
+        raise ValueError("no finished trial in this sweep: nothing to register")
+    arm = result.arms[rec.arm]
+    curve = arm.curves[rec.rule]
+    # the seed (at the curve's lr) that does best where the adapter will serve
+    trial = max((t for t in arm.trials if t.trial_id in curve.trial_ids),
+                key=lambda t: t.curves[rec.rule].get(rec.rank, 0.0))
     client = tracking.client(uri)
-
     with tempfile.TemporaryDirectory() as tmp:
         adapter = Path(client.download_artifacts(trial.run_id, "adapter", tmp))
         artifacts = {"adapter": str(adapter)}
         model_id = exp["model"]
-        kind = check_model_id(model_id)
-        if kind in ("builtin", "local"):  # self-contained: the base weights travel with the version
+        if check_model_id(model_id) in ("builtin", "local"):  # self-contained: the base travels with the version
             artifacts["base_model"] = resolve_model_path(model_id, log=lambda *_: None)
         config = {"base_model_id": model_id, "base_model_revision": exp.get("model_revision"),
-                  "recommended_rank": rec, "max_rank": max(group.ranks)}
-        signature = infer_signature(["Question: ...\nAnswer: "], ["..."],
-                                    params={"rank": rec, "max_new_tokens": 32})
+                  "recommended_rank": rec.rank, "recommended_rule": rec.rule, "max_rank": arm.rank}
+        # the example is served once while logging (MLflow runs it to check the model), which also
+        # makes the signature carry the params and their defaults: the recommended rank and rule
+        example = ([EXAMPLE_PROMPT], {"rank": rec.rank, "rule": rec.rule, "max_new_tokens": 8})
         mlflow.set_tracking_uri(uri)
-        with mlflow.start_run(run_id=state["parent_run_id"]):
+        with mlflow.start_run(run_id=result.parent_run_id):
             info = mlflow.pyfunc.log_model(
-                name="matryoshka_adapter", python_model=str(PYFUNC_CODE), artifacts=artifacts,
-                code_paths=[str(Path(mlora_core.__file__).parent)], model_config=config, signature=signature,
+                name="adapter", python_model=str(PYFUNC_CODE), artifacts=artifacts,
+                code_paths=[str(Path(mlora_core.__file__).parent)], model_config=config, input_example=example,
                 pip_requirements=["torch", "transformers", "safetensors", "mlflow"])
     version = mlflow.register_model(info.model_uri, name, tags={
-        "mlora.source_run_id": trial.run_id, "mlora.trial_id": trial.trial_id, "mlora.sweep_run_id": state["parent_run_id"],
-        "mlora.rank_curve": json.dumps(dict(zip(group.ranks, group.mean))), "mlora.aurac": f"{group.aurac:.6f}",
-        "mlora.aurac_log2": f"{group.aurac_log2:.6f}", "mlora.recommended_rank": str(rec),
+        "mlora.source_run_id": trial.run_id, "mlora.trial_id": trial.trial_id, "mlora.sweep_run_id": result.parent_run_id,
+        "mlora.arm": rec.arm, "mlora.rule": rec.rule, "mlora.recommended_rank": str(rec.rank),
+        "mlora.accuracy": f"{rec.accuracy:.6f}", "mlora.rank_curve": json.dumps(dict(zip(curve.ranks, curve.mean))),
+        "mlora.aurac": f"{curve.aurac:.6f}", "mlora.aurac_log2": f"{curve.aurac_log2:.6f}",
         "mlora.device_hours": f"{trial.metrics.get('device_hours', 0):.6g}",
         "mlora.total_flops": f"{trial.metrics.get('total_flops', 0):.6g}",
         "mlora.cost_usd": f"{trial.metrics.get('cost_usd', 0):.6g}", "mlora.base_model": exp["model"]})
@@ -70,8 +76,10 @@ def register_sweep(output_dir: str | Path, tracking_uri: str | None = None, mode
     return f"models:/{name}/{version.version}"
 
 
-def export_peft(model_uri: str, rank: int, out: str | Path, tracking_uri: str | None = None) -> Path:
-    """Write a PEFT adapter (adapter_config.json + adapter_model.safetensors) at `rank`."""
+def export_peft(model_uri: str, rank: int, out: str | Path, tracking_uri: str | None = None,
+                rule: str | None = None) -> Path:
+    """Write a PEFT adapter (adapter_config.json + adapter_model.safetensors) at `rank` under `rule`
+    (default: the rule the registered model recommends)."""
     import mlflow
     import torch
     from transformers import AutoModelForCausalLM
@@ -100,7 +108,8 @@ def export_peft(model_uri: str, rank: int, out: str | Path, tracking_uri: str | 
         load_adapter(model, adapter)
         if out.exists() and any(out.iterdir()):
             raise ValueError(f"{out} exists and is not empty")
-        save_adapter(model, out, rank=rank, base_model_name_or_path=mlmodel_cfg["base_model_id"])
+        rule = rule or mlmodel_cfg.get("recommended_rule", "truncate")
+        save_adapter(model, out, rank=rank, rule=rule, base_model_name_or_path=mlmodel_cfg["base_model_id"])
     return out
 
 

@@ -26,7 +26,7 @@ from mlora_core.io import read_json, write_json
 
 from . import tracking
 from .config import Experiment
-from .plan import TrialSpec, plan, run_config
+from .plan import TrialSpec, plan, run_config, trial_params
 from .worker import worker_loop
 
 SWEEP_FILE = "sweep.json"
@@ -44,16 +44,11 @@ def trial_driver(config: dict) -> None:
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    spec, ctx = TrialSpec(**{k: v for k, v in config["spec"].items() if k != "trial_id"}), config["ctx"]
+    spec, ctx = TrialSpec.from_dict(config["spec"]), config["ctx"]
     exp = Experiment.model_validate(ctx["experiment"])
     rc = run_config(exp, spec)
     out, uri = Path(ctx["output_dir"]), ctx["tracking_uri"]
-    params = {"arm": spec.arm, "method": spec.method, "rank": spec.rank, "lr": spec.lr, "seed": spec.seed,
-              "p_schedule": spec.p_schedule if spec.method == "matryoshka" else "-", "model": exp.model,
-              "dataset": exp.tasks.train.name, "eval_dataset": exp.tasks.eval.name, "scaling": exp.adapter.scaling,
-              "alpha": exp.adapter.alpha, "eval_ranks": ",".join(map(str, rc.adapter.eval_ranks)),
-              "steps": exp.training.steps, "batch_size": exp.training.batch_size,
-              "workers": exp.resources.workers_per_trial}
+    params = trial_params(exp, spec)
     tags = {"mlora.arm": spec.arm, "ray.trial_id": tune.get_context().get_trial_id() or "",
             "ray.job_id": os.environ.get("RAY_JOB_ID", ""), "ray.submission_id": ctx.get("submission_id", "")}
     run_id = tracking.trial_run(uri, ctx["experiment_id"], ctx["parent_run_id"], spec.trial_id, params, tags)
@@ -267,20 +262,21 @@ def finish_sweep(out: Path, state: dict, grid) -> int:
             failed.append(tid)
         elif run is not None and run.info.status == "RUNNING":  # stopped early (ASHA) before its final log
             tracking.fail_trial(uri, run.info.run_id, "stopped early by the scheduler")
-    from .results import load_sweep, print_summary
-    summary = print_summary(load_sweep(uri, state["parent_run_id"]))
-    # the trials' results are safe in MLflow already: a failing report or registration is
-    # reported, never fatal (`mlora report` / `mlora register` redo them)
     from .registry import register_sweep
     from .report import write_report
+    from .results import load_output_dir, print_summary
+    _, result = load_output_dir(out, uri)   # computed once: the summary, report and registry share it
+    summary = print_summary(result)
+    # the trials' results are safe in MLflow already: a failing report or registration is
+    # reported, never fatal (`mlora report` / `mlora register` redo them)
     try:
-        print(f"report: {write_report(out, tracking_uri=uri)}")
+        print(f"report: {write_report(out, result)}")
     except Exception as e:  # noqa: BLE001
         print(f"report: failed ({type(e).__name__}: {e}); retry with `mlora report {out}`", file=sys.stderr)
     exp = Experiment.model_validate(state["experiment"])
     if exp.registry.enabled:
         try:
-            print(f"registered: {register_sweep(out, tracking_uri=uri)}")
+            print(f"registered: {register_sweep(out, result)}")
         except ValueError as e:
             print(f"registry: skipped ({e})")
         except Exception as e:  # noqa: BLE001

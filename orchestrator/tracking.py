@@ -14,6 +14,8 @@ from pathlib import Path
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 
+from .metrics import trial_metrics
+
 PARENT_TAG = "mlflow.parentRunId"
 
 
@@ -74,23 +76,18 @@ def trial_run(tracking_uri: str, exp_id: str, parent_run_id: str, trial_id: str,
 
 
 def log_trial_result(tracking_uri: str, run_id: str, result: dict, adapter_dir: str | None) -> None:
-    """Per-step loss, per-rank accuracy, AURAC, cost, adapter + rank curve artifacts; FINISHED."""
+    """Per-step loss, per-rank accuracy and AURAC under every rule, cost, adapter + rank curve
+    artifacts (metrics.py names them); then FINISHED."""
     c = client(tracking_uri)
     ts = _now_ms()
-    curve, cost = result["curve"], result["cost"]
     metrics = []
     if not c.get_metric_history(run_id, "train_loss"):  # once, even if the run is resumed later
         metrics += [Metric("train_loss", v, ts, i + 1) for i, v in enumerate(result["losses"]) if math.isfinite(v)]
-    for k, acc, loss in zip(curve["ranks"], curve["accuracy"], curve["eval_loss"]):
-        metrics += [Metric(f"acc_rank_{k}", acc, ts, 0), Metric(f"eval_loss_rank_{k}", loss, ts, 0)]
-    metrics += [Metric("aurac", curve["aurac"], ts, 0), Metric("aurac_log2", curve["aurac_log2"], ts, 0)]
-    metrics += [Metric(k, float(v), ts, 0) for k, v in cost.items()]
-    metrics += [Metric(k, float(result[k]), ts, 0) for k in ("trainable_params", "peak_memory_mb", "setup_seconds",
-                                                               "truncated_examples") if k in result]
+    metrics += [Metric(k, v, ts, 0) for k, v in trial_metrics(result).items()]
     for i in range(0, len(metrics), 1000):
         c.log_batch(run_id, metrics=metrics[i:i + 1000])
     with tempfile.TemporaryDirectory() as tmp:
-        Path(tmp, "rank_curve.json").write_text(json.dumps(curve, indent=2))
+        Path(tmp, "rank_curve.json").write_text(json.dumps(result.get("curves") or result["curve"], indent=2))
         Path(tmp, "result.json").write_text(json.dumps(result, indent=2))
         c.log_artifact(run_id, str(Path(tmp, "rank_curve.json")))
         c.log_artifact(run_id, str(Path(tmp, "result.json")))

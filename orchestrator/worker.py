@@ -21,6 +21,8 @@ def worker_loop(cfg: dict) -> None:
     from mlora_core.run import RunConfig, run
     from mlora_core.train import Diverged, latest_checkpoint
 
+    from .metrics import trial_metrics
+
     ctx = ray.train.get_context()
     rank = ctx.get_world_rank()
     trial_dir = Path(cfg["trial_dir"])
@@ -60,8 +62,8 @@ def worker_loop(cfg: dict) -> None:
     except (Diverged, ValueError, FileNotFoundError) as e:  # not worth a retry: report and stop
         final({"error": f"{type(e).__name__}: {e}"}, None)
         return
-    payload = {**result.as_dict(), "metrics": {"aurac": result.curve.aurac, "aurac_log2": result.curve.aurac_log2,
-                                               "step": len(result.losses), "train_loss": result.losses[-1],
-                                               **{f"acc_rank_{k}": a for k, a in zip(result.curve.ranks,
-                                                                                     result.curve.accuracy)}}}
+    summary = trial_metrics(result.as_dict())
+    progress_keys = ("aurac", *(k for k in summary if k.startswith("acc_rank_")))  # what Tune's table shows
+    payload = {**result.as_dict(), "metrics": {"step": len(result.losses), "train_loss": result.losses[-1],
+                                               **{k: summary[k] for k in progress_keys}}}
     final(payload, latest_checkpoint(trial_dir / "checkpoints") if rank == 0 else None)

@@ -1,6 +1,8 @@
 """Two CPU processes under torch.distributed (gloo): each sees its shard, adapters stay identical."""
 import os
 
+import pytest
+
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -14,12 +16,15 @@ from mlora_core.train import TrainConfig, micro_batch_indices, train
 from .test_train import tiny_llama
 
 
-def _worker(rank: int, world_size: int, init_file: str, out_dir: str) -> None:
+def _worker(rank: int, world_size: int, init_file: str, out_dir: str, objective: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
     torch.set_num_threads(1)
     tok = build_tokenizer()
     data = tokenize(tok, load_examples(TaskConfig("synthetic", n=64)), max_length=96)
-    model = mc.add_adapters(tiny_llama(tok), mc.AdapterConfig(method="dylora", rank=4))
+    # stratified: each worker assigns ranks to its own examples (objectives.stratified_rng)
+    config = mc.AdapterConfig(method="dylora", rank=4) if objective == "dylora" else \
+        mc.AdapterConfig(method="matryoshka", rank=4, objective=objective)
+    model = mc.add_adapters(tiny_llama(tok), config)
     res = train(model, data, TrainConfig(steps=4, batch_size=4, lr=1e-2, warmup_steps=1, log_every=0),
                 tok.pad_token_id, log=lambda *_: None)
     params = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
@@ -28,8 +33,9 @@ def _worker(rank: int, world_size: int, init_file: str, out_dir: str) -> None:
     dist.destroy_process_group()
 
 
-def test_ddp_two_workers_keep_adapters_identical(tmp_path):
-    mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+@pytest.mark.parametrize("objective", ["dylora", "stratified"])
+def test_ddp_two_workers_keep_adapters_identical(tmp_path, objective):
+    mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(tmp_path), objective), nprocs=2, join=True)
     from mlora_core.io import load_tensors
     a, b = load_tensors(tmp_path / "rank0.safetensors"), load_tensors(tmp_path / "rank1.safetensors")
     assert set(a) == set(b) and len(a) > 1

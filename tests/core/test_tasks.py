@@ -39,9 +39,32 @@ def test_truncation_is_counted():
 
 
 def test_synthetic_splits_are_disjoint_and_deterministic():
-    train, test = make_examples("train", 2000), make_examples("test", 500)
-    assert make_examples("train", 50) == train[:50] or make_examples("train", 50) == make_examples("train", 50)
-    assert not {e["question"] for e in train} & {e["question"] for e in test}
+    from mlora_core.synthetic import NAMES, ITEMS, split_of
+    train, val, test = make_examples("train", 4000), make_examples("val", 207), make_examples("test", 500)
+    assert make_examples("train", 50) == train[:50]
+    questions = [{e["question"] for e in split} for split in (train, val, test)]
+    assert not questions[0] & questions[1] and not questions[0] & questions[2] and not questions[1] & questions[2]
+    assert len(questions[1]) == 207   # every val question once: 69 (name, item) pairs x 3 templates
+    pairs = {(n, i): split_of(n, i) for n in NAMES for i in ITEMS}
+    assert sum(s == "val" for s in pairs.values()) == 69 and sum(s == "test" for s in pairs.values()) == 391
+    # the task's held-out part of the training data is the val split
+    held = load_examples(TaskConfig("synthetic", split="train", holdout=150, held_out=True))
+    assert [e.prompt for e in held] == [e.prompt for e in load_examples(TaskConfig("synthetic", split="val", n=150))]
+
+
+def test_validation_held_out_of_a_file_is_fixed_and_never_trained_on(tmp_path):
+    path = tmp_path / "train.jsonl"
+    path.write_text("\n".join(json.dumps({"question": f"What is {i} plus 1?", "answer": f"#### {i + 1}"})
+                              for i in range(40)))
+    val = load_examples(TaskConfig("gsm8k", path=str(path), holdout=10, held_out=True))
+    assert len(val) == 10
+    for seed in (0, 1, 2):   # every trial seed trains on the same 30 others, in its own order
+        train = load_examples(TaskConfig("gsm8k", path=str(path), seed=seed, holdout=10))
+        assert len(train) == 30 and not {e.prompt for e in train} & {e.prompt for e in val}
+    assert {e.prompt for e in load_examples(TaskConfig("gsm8k", path=str(path), seed=5, holdout=10, held_out=True))} \
+        == {e.prompt for e in val}
+    with pytest.raises(ValueError, match="leaves nothing"):
+        load_examples(TaskConfig("gsm8k", path=str(path), holdout=40))
 
 
 def test_local_files_in_hub_formats(tmp_path):

@@ -65,21 +65,27 @@ def test_same_seed_same_losses_and_resume_equals_uninterrupted(setup, tmp_path):
 
 @pytest.mark.slow  # torch.compile's one-off compile: ~40 s on 2 cores with a cold inductor cache
 def test_compiled_training_follows_the_eager_trajectory(setup, tmp_path):
+    # stratified: the objective whose per-example P changes every step. The compiled graph must read
+    # it at run time (not bake it in) and must not recompile as it changes (one graph, not one per step)
     tok, data = setup
     quiet = lambda *_: None  # noqa: E731
     runs = {}
     for compiled in (False, True):
-        model = adapted(tok, layers=1)  # compile time grows with the graph; one layer shows the same
-        # 2 steps: the second one runs the compiled graph again on optimizer-updated weights
-        cfg = TrainConfig(steps=2, batch_size=8, lr=5e-3, warmup_steps=0, log_every=0, compile=compiled)
+        model = tiny_llama(tok, layers=1)  # compile time grows with the graph; one layer shows the same
+        mc.add_adapters(model, mc.AdapterConfig(method="matryoshka", rank=4, objective="stratified"))
+        torch._dynamo.reset()
+        torch._dynamo.utils.counters.clear()
+        # 3 steps: later ones run the compiled graph again on new weights and a new rank assignment
+        cfg = TrainConfig(steps=3, batch_size=8, lr=5e-3, warmup_steps=0, log_every=0, compile=compiled)
         res = train(model, data, cfg, tok.pad_token_id, checkpoint_dir=tmp_path / str(compiled), log=quiet)
         runs[compiled] = (res.losses, {n: p.detach() for n, p in model.named_parameters() if p.requires_grad})
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
     assert runs[True][0] == pytest.approx(runs[False][0], rel=1e-4)
     assert runs[True][1].keys() == runs[False][1].keys()
     for name, weight in runs[False][1].items():
         torch.testing.assert_close(runs[True][1][name], weight, rtol=1e-3, atol=1e-5)
     # checkpoints hold the model's own parameter names, not the compiled wrapper's ("_orig_mod.")
-    saved = load_tensors(tmp_path / "True" / "step_000002" / "adapter.safetensors")
+    saved = load_tensors(tmp_path / "True" / "step_000003" / "adapter.safetensors")
     assert saved.keys() == runs[False][1].keys()
 
 
@@ -122,11 +128,33 @@ def test_evaluate_every_rank_gives_curve(setup):
     tok, _ = setup
     model = adapted(tok)
     exs = load_examples(TaskConfig("synthetic", split="test", n=12))
-    curve, tokens, _ = evaluate_ranks(model, tok, exs, (1, 2, 4), "exact_match", batch_size=5,
-                                      max_new_tokens=4, log=lambda *_: None)
+    curves, evaluations, _ = evaluate_ranks(model, tok, exs, (1, 2, 4), "exact_match", batch_size=5,
+                                            max_new_tokens=4, log=lambda *_: None)
+    (curve,) = curves.values()
     assert curve.ranks == (1, 2, 4) and len(curve.accuracy) == 3 and all(0 <= a <= 1 for a in curve.accuracy)
-    assert curve.aurac == mc.aurac(curve.ranks, curve.accuracy) and len(tokens) == 3 and min(tokens) > 0
+    assert curve.aurac == mc.aurac(curve.ranks, curve.accuracy)
+    assert [k for k, _ in evaluations] == [1, 2, 4] and min(n for _, n in evaluations) > 0
     assert all(l.rank is None for _, l in mc.adapter_layers(model))
+
+
+def test_evaluate_scores_each_rule_and_each_distinct_function_once(setup):
+    tok, _ = setup
+    model = adapted(tok, method="matryoshka", rank=4)
+    for _, layer in mc.adapter_layers(model):
+        layer.lora_B.data.normal_(std=0.3)
+    exs = load_examples(TaskConfig("synthetic", split="test", n=6))
+    curves, evaluations, _ = evaluate_ranks(model, tok, exs, (1, 4), "exact_match", rules=("truncate", "prefix", "svd"),
+                                            batch_size=6, max_new_tokens=3, log=lambda *_: None)
+    assert list(curves) == ["truncate", "prefix", "svd"]
+    # rank 1: three different functions; rank 4: truncate (s(4)) differs from the trained update,
+    # which prefix and svd both are at full rank: 3 + 2 evaluations, not 6
+    assert [k for k, _ in evaluations] == [1, 1, 1, 4, 4]
+    assert curves["prefix"].eval_loss[1] == curves["svd"].eval_loss[1]
+    assert curves["truncate"].eval_loss[1] != curves["prefix"].eval_loss[1]
+    lora = adapted(tok, method="lora", rank=4)
+    _, evaluations, _ = evaluate_ranks(lora, tok, exs, (4,), "exact_match", rules=("truncate", "prefix", "svd"),
+                                       batch_size=6, max_new_tokens=3, log=lambda *_: None)
+    assert evaluations[0][0] == 4 and len(evaluations) == 1  # every rule is s(r) A B at full rank
 
 
 def small_run_config(tok, tmp_path, **overrides):

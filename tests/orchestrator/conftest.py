@@ -53,7 +53,8 @@ def tiny_sweep(tiny_model_dir, platypus_files, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("sweep")
     out = tmp / "out"
     exp = tiny_experiment(tiny_model_dir, platypus_files, out,
-                          arms={"matryoshka": {}, "lora": {"ranks": [1, 4]}, "dylora": {}},
+                          arms={"matryoshka": {"objectives": ["summed", "stratified"]}, "lora": {"ranks": [1, 4]},
+                                "dylora": {}},
                           registry={"enabled": True, "model_name": "tiny-test", "tolerance": 0.5})
     proc = mlora("sweep", write_yaml(tmp / "exp.yaml", exp))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

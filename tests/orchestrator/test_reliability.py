@@ -77,7 +77,7 @@ def test_diverging_and_crashing_trials_are_isolated(tiny_model_dir, platypus_fil
     proc = mlora("sweep", write_yaml(tmp_path / "exp.yaml", exp))
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
     runs = _runs(out)
-    assert runs["matryoshka-diag-r4-lr1e-02-s0"][0].info.status == "FINISHED"
+    assert runs["matryoshka-summed-diag-r4-lr1e-02-s0"][0].info.status == "FINISHED"
     (diverged,) = runs["lora-r4-lr1e+06-s0"]
     (crashed,) = runs["dylora-r4-lr1e-02-s0"]
     assert diverged.info.status == "FAILED" and "Diverged" in diverged.data.tags["mlora.error"]

@@ -7,10 +7,10 @@ import re
 
 import pytest
 
-from mlora_core import load_adapter, set_rank
+from mlora_core import adapter_layers, load_adapter, set_rank
 from mlora_core.evaluate import generate
 from orchestrator import tracking
-from orchestrator.results import envelope, load_sweep
+from orchestrator.results import load_sweep
 
 from .conftest import mlora
 
@@ -30,29 +30,37 @@ def test_report_holds_every_plot_and_headline_matches_mlflow(tiny_sweep):
     data = json.loads((rep / "report.json").read_text())
 
     # recompute the headline from MLflow directly
-    client = tracking.client(state["tracking_uri"])
     runs = {r.data.tags["mlora.trial_id"]: r for r in tracking.trial_runs(state["tracking_uri"],
                                                                           state["parent_run_id"])}
-    mat = runs["matryoshka-diag-r4-lr1e-02-s0"].data.metrics
     grid = sum(r.data.metrics["device_hours"] for tid, r in runs.items() if tid.startswith("lora-"))
-    head = data["headline"]["matryoshka"]["matryoshka-diag"]
-    assert head["device_hours"] == pytest.approx(mat["device_hours"])
-    assert head["cost_fraction"] == pytest.approx(mat["device_hours"] / grid)
-    assert head["aurac"] == pytest.approx(mat["aurac"])
-    assert data["headline"]["grid_device_hours"] == pytest.approx(grid)
-    env = envelope(load_sweep(state["tracking_uri"], state["parent_run_id"]))
-    assert {int(k): v for k, v in data["headline"]["envelope"].items()} == pytest.approx(env)
-    assert head["per_rank"]["1"]["matryoshka"] == pytest.approx(mat["acc_rank_1"])
-    # the page shows those numbers
-    assert f"{head['aurac']:.3f}" in page and f"{100 * head['cost_fraction']:.0f}%" in page
-    assert re.search(r"Recommended rank: <b>\d+</b>", page)
+    best = data["best_matryoshka"]
+    (source,) = [r for tid, r in runs.items() if tid.startswith(best["arm"])]
+    mat = source.data.metrics
+    assert best["device_hours"] == pytest.approx(mat["device_hours"])
+    assert best["cost_share"] == pytest.approx(mat["device_hours"] / grid)
+    assert best["aurac"] == pytest.approx(mat[f"aurac_{best['rule']}"])
+    assert data["grid"]["device_hours"] == pytest.approx(grid)
+    # every rule was scored and logged for every trial; the primary names are the first rule's
+    for r in runs.values():
+        m = r.data.metrics
+        assert {f"aurac_{rule}" for rule in ("truncate", "prefix", "svd")} <= set(m)
+        assert m["aurac"] == m["aurac_truncate"] and m["acc_rank_1"] == m["acc_truncate_rank_1"]
+    result = load_sweep(state["tracking_uri"], state["parent_run_id"], tolerance=0.5)
+    assert {int(k): v for k, v in data["envelope"].items()} == pytest.approx(result.envelope)
+    assert [c["rank"] for c in data["verdict"]] == [1, 2, 4]
+    assert data["recommended"]["rank"] == result.recommended.rank
+    # the page shows those numbers: the verdict first, then one run vs the grid
+    assert page.index("Verdict") < page.index("One run vs the LoRA grid")
+    assert f"{best['aurac']:.3f}" in page and f"{100 * best['cost_share']:.0f}%" in page
+    assert re.search(r"recommended: rank \d+, ", page)
+    assert "matryoshka-stratified-diag-r4 [svd]" in page
     rows = list(csv.DictReader(open(rep / "runs.csv")))
     assert sorted(r["trial_id"] for r in rows) == sorted(runs)
     assert {r["run_id"] for r in rows} == {r.info.run_id for r in runs.values()}
+    assert all(r["acc_svd_rank_1"] for r in rows)
 
 
-
-def test_registered_model_serves_any_rank_like_mlora_core(tiny_sweep, tiny_model_dir):
+def test_registered_model_serves_any_rank_and_rule_like_mlora_core(tiny_sweep, tiny_model_dir):
     import mlflow
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -62,7 +70,14 @@ def test_registered_model_serves_any_rank_like_mlora_core(tiny_sweep, tiny_model
     version = client.get_model_version_by_alias("tiny-test", "recommended")
     assert client.get_model_version_by_alias("tiny-test", "best-aurac").version == version.version
     assert float(version.tags["mlora.aurac"]) > 0 and "mlora.source_run_id" in version.tags
+    # what is registered is the sweep's recommendation
+    data = json.loads((out / "report" / "report.json").read_text())
+    rec = data["recommended"]
+    assert (version.tags["mlora.arm"], version.tags["mlora.rule"]) == (rec["arm"], rec["rule"])
+    assert int(version.tags["mlora.recommended_rank"]) == rec["rank"]
     served = mlflow.pyfunc.load_model("models:/tiny-test@recommended")
+    params = {p.name: p.default for p in served.metadata.signature.params.params}
+    assert (params["rank"], params["rule"]) == (rec["rank"], rec["rule"])   # the defaults serve the recommendation
 
     # reference: the trial's own adapter, loaded with mlora_core
     src = version.tags["mlora.source_run_id"]
@@ -70,13 +85,15 @@ def test_registered_model_serves_any_rank_like_mlora_core(tiny_sweep, tiny_model
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     load_adapter(model, adapter)
-    outputs = {}
-    for rank in (1, 4):
-        set_rank(model, rank)
+    max_rank = next(iter(adapter_layers(model)))[1].config.rank
+    for rank, rule in ((1, "truncate"), (1, "svd"), (max_rank, "prefix")):
+        set_rank(model, rank, rule)
         expected, _ = generate(model, tok, PROMPTS, max_new_tokens=8)
-        outputs[rank] = served.predict(PROMPTS, params={"rank": rank, "max_new_tokens": 8})
-        assert list(outputs[rank]) == expected
-    with pytest.raises(Exception, match="rank must be in 1..4"):
+        assert served.predict(PROMPTS, params={"rank": rank, "rule": rule, "max_new_tokens": 8}) == expected
+    set_rank(model, rec["rank"], rec["rule"])
+    expected, _ = generate(model, tok, PROMPTS, max_new_tokens=8)
+    assert served.predict(PROMPTS, params={"max_new_tokens": 8}) == expected
+    with pytest.raises(Exception, match=f"rank must be in 1..{max_rank}"):
         served.predict(PROMPTS, params={"rank": 9})
 
 
@@ -86,21 +103,21 @@ def test_export_rank_k_loads_in_peft(tiny_sweep, tiny_model_dir, tmp_path):
     from transformers import AutoModelForCausalLM
 
     out, state, _ = tiny_sweep
-    dest = tmp_path / "peft-r2"
-    proc = mlora("export", "models:/tiny-test@recommended", "--rank", 2, dest, "--tracking-uri",
-                 state["tracking_uri"])
+    client = tracking.client(state["tracking_uri"])
+    version = client.get_model_version_by_alias("tiny-test", "recommended")
+    ours = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    load_adapter(ours, client.download_artifacts(version.tags["mlora.source_run_id"], "adapter", str(tmp_path / "ref")))
+    rank = next(iter(adapter_layers(ours)))[1].config.rank
+    dest = tmp_path / "peft-svd"
+    proc = mlora("export", "models:/tiny-test@recommended", "--rank", rank, "--rule", "svd", dest,
+                 "--tracking-uri", state["tracking_uri"])
     assert proc.returncode == 0, proc.stderr
-    assert json.loads((dest / "adapter_config.json").read_text())["r"] == 2
+    assert json.loads((dest / "adapter_config.json").read_text())["r"] == rank
     ids = torch.tensor([[5, 9, 12, 20, 7]])
     peft_model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), dest).eval()
-    ours = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
-    client = tracking.client(state["tracking_uri"])
-    src = client.get_model_version_by_alias("tiny-test", "recommended").tags["mlora.source_run_id"]
-    load_adapter(ours, client.download_artifacts(src, "adapter", str(tmp_path / "ref")))
-    set_rank(ours, 2)
+    set_rank(ours, rank, "svd")
     with torch.no_grad():
         torch.testing.assert_close(peft_model(ids).logits, ours(ids).logits, rtol=1e-4, atol=1e-5)
     bad = mlora("export", "models:/tiny-test@recommended", "--rank", 64, tmp_path / "x", "--tracking-uri",
                 state["tracking_uri"])
-    assert bad.returncode == 2 and "--rank must be in 1..4" in bad.stderr
-
+    assert bad.returncode == 2 and f"--rank must be in 1..{rank}" in bad.stderr

@@ -1,39 +1,104 @@
-"""Aggregation of a sweep read back from MLflow: lr choice, seeds, envelope, cost fractions."""
+"""Aggregation of a sweep (results.py) on hand-made trials with exact answers: lr choice per
+curve, seeds, envelope, cost shares, the per-rank verdict, the recommendation, the frontier."""
 import pytest
 
-from orchestrator.results import Trial, aggregate, envelope, headline
+from orchestrator.results import Candidate, Trial, aggregate, cheapest_within, cost_frontier, recommend, verdict
 
 
-def _trial(method, rank, seed, curve, hours, lr=1e-3, aurac=None):
-    group = "matryoshka-diag" if method == "matryoshka" else f"lora-r{rank}"
+def _trial(arm, method, rank, seed, curves, hours, lr=1e-3, objective="-", val=None):
     metrics = {"device_hours": hours, "total_flops": hours * 1e12}
-    if aurac is not None:
-        metrics["aurac"] = aurac
-    return Trial(f"{group}-s{seed}-lr{lr}", f"run-{group}-{seed}-{lr}", method, method, rank,
-                 "diag" if method == "matryoshka" else "-", lr, seed, "FINISHED", None, curve, metrics)
+    return Trial(f"{arm}-lr{lr:.0e}-s{seed}", f"run-{arm}-{seed}-{lr}", arm, method, rank, objective, "diag", 1, lr,
+                 seed, "FINISHED", None, curves, metrics, val or {})
 
 
-def test_three_seed_sweep_compares_the_matryoshka_arm_with_the_grid_like_for_like():
+def mat(seed, curve, hours=1.0, lr=1e-3, rule="truncate", objective="summed", val=None):
+    return _trial(f"matryoshka-{objective}-diag-r4", "matryoshka", 4, seed, {rule: curve}, hours, lr, objective,
+                  {rule: val} if val else None)
+
+
+def lora(rank, seed, curve, hours, lr=1e-3):
+    return _trial(f"lora-r{rank}", "lora", rank, seed, {"truncate": curve}, hours, lr)
+
+
+def test_three_seed_sweep_compares_one_run_with_one_grid():
     trials = []
     for seed in range(3):
-        trials.append(_trial("matryoshka", 4, seed, {1: 0.5, 4: 0.6}, hours=1.0, aurac=0.55))
-        trials.append(_trial("lora", 1, seed, {1: 0.2}, hours=0.9))
-        trials.append(_trial("lora", 4, seed, {1: 0.1, 4: 0.7 + 0.05 * seed}, hours=1.1))
-    h = headline(aggregate(trials))
-    m = h["matryoshka"]["matryoshka-diag"]
-    assert m["arm_runs"] == 3 and m["grid_runs"] == 6
-    assert m["device_hours"] == pytest.approx(1.0)          # one run, mean over seeds
-    assert h["grid_device_hours"] == pytest.approx(6.0)      # every grid trial
-    # 3 Matryoshka runs vs 3 grids of 2 runs: one run / one grid = 1.0 / 2.0
-    assert m["cost_fraction"] == pytest.approx(0.5)
-    assert m["flops_fraction"] == pytest.approx(0.5)
-    # the envelope takes each rank's best grid arm, its mean over seeds
-    assert h["envelope"] == pytest.approx({1: 0.2, 4: 0.75})
+        trials.append(mat(seed, {1: 0.5, 4: 0.6 + 0.03 * seed}, hours=1.0))
+        trials.append(lora(1, seed, {1: 0.2}, hours=0.9))
+        trials.append(lora(4, seed, {1: 0.1, 4: 0.7 + 0.05 * seed}, hours=1.1))
+    result = aggregate(trials, tolerance=0.01)
+    assert result.envelope == pytest.approx({1: 0.2, 4: 0.75})   # each LoRA-k at its own rank, mean over seeds
+    assert result.grid["runs"] == 2 and result.grid["device_hours"] == pytest.approx(2.0)   # one run per rank
+    assert result.grid["spent_device_hours"] == pytest.approx(6.0)                        # what the sweep spent
+    m = result.best_matryoshka
+    assert m["cost_share"] == pytest.approx(0.5) and m["flops_share"] == pytest.approx(0.5)
+    assert m["seeds"] == 3 and m["aurac"] == pytest.approx((0.5 + 0.63) / 2)
+    assert m["aurac_std"] == pytest.approx(0.015)   # AURACs 0.55, 0.565, 0.58
+    # AURAC share over ranks 1..4: (0.5 + 0.63) / 2 / ((0.2 + 0.75) / 2)
+    assert m["aurac_share"] == pytest.approx(1.13 / 0.95)
+    assert m["within"] == [1] and m["paid_off"] == "partly"       # above the grid at r1, below at r4
+    # per rank: Matryoshka wins rank 1 (0.5 vs 0.2); at rank 4 LoRA-4 (0.75) beats it (0.63)
+    assert [(c.rank, c.arm, c.rule) for c in result.verdict] == [(1, "matryoshka-summed-diag-r4", "truncate"),
+                                                                   (4, "lora-r4", "truncate")]
+    # best accuracy anywhere 0.75 at rank 4 (nothing within 0.01 at rank 1)
+    assert (result.recommended.rank, result.recommended.arm) == (4, "lora-r4")
 
 
-def test_the_lr_with_the_best_mean_over_seeds_is_chosen_per_arm():
-    trials = [_trial("lora", 4, s, {4: acc}, 1.0, lr=lr)
-              for lr, accs in ((1e-3, (0.9, 0.1)), (3e-3, (0.6, 0.6))) for s, acc in enumerate(accs)]
-    g = aggregate(trials).groups["lora-r4"]
-    assert g.lr == 3e-3 and g.mean == [pytest.approx(0.6)] and len(g.trials) == 2
-    assert envelope(aggregate(trials)) == {4: pytest.approx(0.6)}
+def test_the_lr_with_the_best_mean_over_seeds_is_chosen_per_curve_on_validation_when_present():
+    trials = [lora(4, s, {4: acc}, 1.0, lr=lr) for lr, accs in ((1e-3, (0.9, 0.1)), (3e-3, (0.6, 0.6)))
+              for s, acc in enumerate(accs)]
+    a = aggregate(trials).arms["lora-r4"]
+    assert a.curves["truncate"].lr == 3e-3 and a.curves["truncate"].mean == (pytest.approx(0.6),)
+    assert len(a.curves["truncate"].trial_ids) == 2
+    # with validation curves the choice follows them, and the reported numbers stay test numbers
+    trials = [mat(0, {1: 0.9, 4: 0.9}, lr=1e-3, val={1: 0.2, 4: 0.2}),
+              mat(0, {1: 0.5, 4: 0.5}, lr=3e-3, val={1: 0.4, 4: 0.4})]
+    result = aggregate(trials)
+    c = result.arms["matryoshka-summed-diag-r4"].curves["truncate"]
+    assert c.lr == 3e-3 and c.mean == (0.5, 0.5) and c.selected_on == "validation"
+    # the selection bias removed: test would have picked lr 1e-3 and reported 0.9
+    assert c.test_score == pytest.approx(0.5) and c.best_on_test == pytest.approx(0.9)
+    assert result.selected_on == "validation"
+    assert aggregate(trials[:1] + [mat(0, {1: 0.5, 4: 0.5}, lr=3e-3)]).selected_on == "test"  # one lacks validation
+
+
+def test_each_rule_gets_its_own_curve_and_lr():
+    trials = [_trial("matryoshka-summed-diag-r4", "matryoshka", 4, 0,
+                     {"truncate": {1: 0.1 if lr == 1e-3 else 0.0, 4: 0.1}, "svd": {1: 0.3 if lr == 3e-3 else 0.2, 4: 0.9}},
+                     1.0, lr, "summed") for lr in (1e-3, 3e-3)]
+    arm = aggregate(trials).arms["matryoshka-summed-diag-r4"]
+    assert arm.curves["truncate"].lr == 1e-3 and arm.curves["svd"].lr == 3e-3
+
+
+def test_verdict_takes_the_cheapest_candidate_within_tolerance():
+    cands = [Candidate(4, "lora-r4", "truncate", 0.80, 1.0, 1.0), Candidate(4, "matryoshka", "svd", 0.795, 0.4, 0.4),
+             Candidate(4, "lora-r16", "svd", 0.70, 2.0, 2.0), Candidate(1, "lora-r1", "truncate", 0.3, 0.9, 0.9)]
+    assert cheapest_within(cands[:3], 0.80, 0.01).arm == "matryoshka"      # 0.795 is within 0.01, and cheaper
+    assert cheapest_within(cands[:3], 0.80, 0.001).arm == "lora-r4"
+    assert [(c.rank, c.arm) for c in verdict(cands, 0.01)] == [(1, "lora-r1"), (4, "matryoshka")]
+    # recommended: the best accuracy anywhere is 0.80 (rank 4); rank 1 has nothing within 0.01
+    assert (recommend(cands, 0.01).rank, recommend(cands, 0.01).arm) == (4, "matryoshka")
+    assert recommend(cands, 0.6).rank == 1                                # a loose tolerance takes rank 1
+    assert recommend([], 0.01) is None
+
+
+def test_paid_off_when_cheaper_and_within_tolerance_at_every_rank():
+    trials = [mat(0, {1: 0.45, 4: 0.9}, hours=1.0), lora(1, 0, {1: 0.45}, 1.0), lora(4, 0, {1: 0.0, 4: 0.905}, 1.0)]
+    m = aggregate(trials, tolerance=0.01).best_matryoshka
+    assert m["within"] == [1, 4] and m["paid_off"] == "yes" and m["cost_share"] == pytest.approx(0.5)
+    trials[0] = mat(0, {1: 0.45, 4: 0.9}, hours=2.5)                       # as good, but dearer than the grid
+    assert aggregate(trials, tolerance=0.01).best_matryoshka["paid_off"] == "no"
+
+
+def test_cost_frontier_grows_the_grid_and_marks_the_pareto_front():
+    trials = [mat(0, {1: 0.5, 4: 0.5}, hours=1.0), lora(1, 0, {1: 0.4}, 1.0), lora(4, 0, {1: 0.0, 4: 0.9}, 1.0)]
+    result = aggregate(trials)
+    f = cost_frontier(result.arms, [1, 4])
+    pts = {p["label"]: p for p in f["points"]}
+    assert pts["LoRA r1"]["device_hours"] == 1.0 and pts["LoRA r1"]["aurac"] == pytest.approx(0.4)
+    # r1 + r4: rank 1 from LoRA-1 (0.4), rank 4 from LoRA-4 (0.9)
+    assert pts["LoRA r1+r4"]["device_hours"] == 2.0 and pts["LoRA r1+r4"]["aurac"] == pytest.approx(0.65)
+    assert pts["matryoshka-summed-diag-r4 [truncate]"]["aurac"] == pytest.approx(0.5)
+    # LoRA-4 alone (truncated): rank 1 gets 0.0
+    assert pts["lora-r4 [truncate]"]["aurac"] == pytest.approx(0.45)
+    assert {p["label"] for p in f["points"] if p["pareto"]} == {"matryoshka-summed-diag-r4 [truncate]", "LoRA r1+r4"}

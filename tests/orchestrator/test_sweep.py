@@ -33,11 +33,12 @@ def runs_by_trial(out: Path) -> dict[str, list]:
 
 def test_sweep_end_to_end_logs_one_nested_run_per_trial(tiny_sweep):
     out, _, proc = tiny_sweep
-    assert "AURAC" in proc.stdout and "matryoshka-diag" in proc.stdout  # the summary table
+    assert "AURAC" in proc.stdout and "matryoshka-summed-diag-r4 [svd]" in proc.stdout  # the summary table
+    assert "best Matryoshka: " in proc.stdout and "recommended: rank " in proc.stdout
 
     state = sweep_state(out)
     planned = [t["trial_id"] for t in state["trials"]]
-    assert len(planned) == 4
+    assert len(planned) == 5
     by_trial = runs_by_trial(out)
     assert sorted(by_trial) == sorted(planned)
     client = tracking.client(state["tracking_uri"])
