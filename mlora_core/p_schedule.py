@@ -7,8 +7,9 @@
                 => x A diag(P) B = sum_{t in R} w_t s(t) x A[:, :t] B[:t, :]
 
 The nested-sum weights w_t are the P schedule: diag (w=1, the paper's), binary
-(w=1/|R|, the reference code's variant) and geometric (w = 2^-i for the i-th smallest
-train rank: emphasises small ranks, one more decay for the schedule ablation).
+(w=1/|R|, the reference code's variant), geometric (w = 2^-i for the i-th smallest
+train rank: emphasises small ranks, one more decay for the schedule ablation) and top
+(w = 2^-(n-1-i): the largest rank weighs most).
 
 That P is the *summed* objective: one forward of the weighted nested sum (the paper's).
 The other two objectives (objectives.py) train the per-rank losses themselves and use the
@@ -43,6 +44,7 @@ SCHEDULES: dict[str, Callable[[int, int], float]] = {
     "diag": lambda i, n: 1.0,
     "binary": lambda i, n: 1.0 / n,
     "geometric": lambda i, n: 0.5 ** i,
+    "top": lambda i, n: 0.5 ** (n - 1 - i),   # the mirror image: the largest train rank weighs most
 }
 
 # How a Matryoshka run trains (objectives.py): the paper's one P-weighted forward, one forward

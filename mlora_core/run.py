@@ -17,7 +17,7 @@ import torch
 
 from .config import AdapterConfig
 from .cost import Cost, flop_model, peak_memory_mb
-from .evaluate import RankCurve, evaluate_ranks
+from .evaluate import RankCurve, eval_loss, evaluate_ranks
 from .export import save_adapter
 from .inject import add_adapters, adapter_summary
 from .io import write_json
@@ -32,6 +32,7 @@ class RunConfig:
     train_task: TaskConfig = TaskConfig("synthetic", split="train", n=4000)
     eval_task: TaskConfig = TaskConfig("synthetic", split="test", n=300)
     val_task: TaskConfig | None = None    # validation: what hyperparameters are chosen on (never the test set)
+    val_loss_every: int = 0               # steps between validation losses while training (early stopping); 0 = none
     adapter: AdapterConfig = AdapterConfig()
     train: TrainConfig = TrainConfig()
     eval_batch_size: int = 100
@@ -44,7 +45,8 @@ class RunConfig:
     def to_dict(self) -> dict:
         return {"model": self.model, "train_task": dataclasses.asdict(self.train_task),
                 "eval_task": dataclasses.asdict(self.eval_task),
-                "val_task": dataclasses.asdict(self.val_task) if self.val_task else None, "adapter": self.adapter.to_dict(),
+                "val_task": dataclasses.asdict(self.val_task) if self.val_task else None,
+                "val_loss_every": self.val_loss_every, "adapter": self.adapter.to_dict(),
                 "train": dataclasses.asdict(self.train), "eval_batch_size": self.eval_batch_size,
                 "max_new_tokens": self.max_new_tokens, "eval_rules": list(self.eval_rules), "device_name": self.device_name,
                 "price_per_device_hour": self.price_per_device_hour, "devices_per_worker": self.devices_per_worker}
@@ -126,8 +128,13 @@ def run(config: RunConfig, output_dir: str | Path, *, callback: Callable[[dict],
 
     ckpt_dir = output_dir / "checkpoints"
     resume_from = resume_from or latest_checkpoint(ckpt_dir)
+    validate = None
+    if val_examples and config.val_loss_every:
+        validate = lambda: eval_loss(model, tokenizer, val_examples[rank::world_size], config.train.max_length,  # noqa: E731
+                                     config.eval_batch_size, device)[0]
     result = train(model, data, config.train, tokenizer.pad_token_id, callback=callback, checkpoint_dir=ckpt_dir,
-                   resume_from=resume_from, device=device, on_checkpoint=on_checkpoint, log=quiet)
+                   resume_from=resume_from, device=device, on_checkpoint=on_checkpoint, validate=validate,
+                   validate_every=config.val_loss_every, log=quiet)
     metric = SCORING[config.eval_task.name]
     score = lambda examples, name: evaluate_ranks(  # noqa: E731
         model, tokenizer, examples, config.adapter.eval_ranks, metric, rules=config.eval_rules,

@@ -183,11 +183,14 @@ def train(model, data: TokenizedData, config: TrainConfig, pad_id: int, *,
           callback: Callable[[dict], None] | None = None, checkpoint_dir: str | Path | None = None,
           resume_from: str | Path | None = None, device: str | torch.device = "cpu",
           on_checkpoint: Callable[[Path | None, dict], None] | None = None,
+          validate: Callable[[], float] | None = None, validate_every: int = 0,
           log: Callable[[str], None] = print) -> TrainResult:
     """Train the model's adapter parameters on `data` (already tokenized and masked).
 
     `callback(metrics)` runs every step on every worker; `on_checkpoint(path, metrics)` runs on
-    every worker after each checkpoint (path is None on workers other than rank 0)."""
+    every worker after each checkpoint (path is None on workers other than rank 0). With
+    `validate` (a validation loss, computed in eval mode) the metrics of every `validate_every`-th
+    step but the last carry `val_loss`: what an early-stopping scheduler compares."""
     if config.threads:
         torch.set_num_threads(config.threads)
     rank, world_size = world()
@@ -257,6 +260,11 @@ def train(model, data: TokenizedData, config: TrainConfig, pad_id: int, *,
         elapsed = time.perf_counter() - t0
         metrics = {"step": step + 1, "train_loss": loss_value, "lr": lr, "train_rank": t or adapter.rank,
                    "tokens": tokens, "tokens_per_s": tokens / max(elapsed, 1e-9)}
+        # not at the last step: a scheduler stopping a trial there would only lose its evaluation
+        if validate is not None and validate_every and (step + 1) % validate_every == 0 and step + 1 < total:
+            model.eval()
+            metrics["val_loss"] = validate()
+            model.train()
         history.append(metrics)
         if callback is not None:
             callback(metrics)

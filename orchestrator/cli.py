@@ -24,19 +24,21 @@ def _fail(message: str) -> int:
 
 def cmd_validate(args) -> int:
     from .config import load_experiment
-    from .plan import plan
+    from .plan import plan, search_groups
     exp = load_experiment(args.config)
-    print(f"{args.config}: ok ({exp.name}: {len(plan(exp))} trials)")
+    searched = sum(g.max_trials for g in search_groups(exp))
+    print(f"{args.config}: ok ({exp.name}: {len(plan(exp))} trials" + (f" + up to {searched} searched" if searched
+                                                                       else "") + ")")
     return EXIT_OK
 
 
 def cmd_plan(args) -> int:
     from .config import load_experiment
-    from .plan import estimate, plan
+    from .plan import estimate, plan, search_groups
     exp = load_experiment(args.config)
     trials = plan(exp)
     est = {e.trial_id: e for e in estimate(exp, trials)}
-    width = max(len(t.trial_id) for t in trials) + 1
+    width = max([len(t.trial_id) for t in trials] + [len(g.arm) + 11 for g in search_groups(exp)]) + 1
     header = f"{'trial':<{width}} {'method':<10} {'objective':<10} {'rank':>4} {'budget':>6} {'lr':>8} {'seed':>4} " \
              f"{'GFLOPs':>10} {'dev-h':>8} {'$':>8}"
     print(header)
@@ -48,8 +50,22 @@ def cmd_plan(args) -> int:
               f"{t.rank:>4} {t.budget:>6} {t.lr:>8.1e} {t.seed:>4} "
               f"{fmt(e.train_flops and e.train_flops / 1e9, '10.1f'):>10} {fmt(e.device_hours, '8.4f'):>8} "
               f"{fmt(e.dollars, '8.2f'):>8}")
+    groups = search_groups(exp)
+    for g in groups:   # a search's cost before it runs: its upper bound, every sample and repeat
+        e = estimate(exp, [g.sample(0, g.low)])[0]
+        known_cost = e.train_flops is not None
+        if known_cost:
+            for i in range(g.max_trials):
+                est[f"{g.arm}/{i}"] = e
+        print(f"{g.arm + ' (searched)':<{width}} optuna: {g.num_samples} lrs in [{g.low:g}, {g.high:g}]"
+              f"{' (log)' if g.log else ''} on seed {g.seeds[0]}, then the best on seeds "
+              f"{list(g.seeds[1:]) or '-'}: <= {g.max_trials} trials"
+              + (f", <= {e.train_flops * g.max_trials / 1e9:.1f} GFLOPs, {e.device_hours * g.max_trials:.4f} dev-h"
+                 if known_cost else ""))
     known = [e for e in est.values() if e.train_flops is not None]
-    print(f"\n{len(trials)} trials on {exp.model}; {exp.resources.workers_per_trial} worker(s) x "
+    searched = sum(g.max_trials for g in groups)
+    print(f"\n{len(trials)} trials" + (f" + up to {searched} searched (their cost: an upper bound)" if searched else "")
+          + f" on {exp.model}; {exp.resources.workers_per_trial} worker(s) x "
           f"{exp.resources.cpus_per_worker:g} CPU / {exp.resources.gpus_per_worker:g} GPU per trial, "
           f"{exp.resources.max_concurrent_trials} at a time")
     if not known:

@@ -91,9 +91,38 @@ def _distinct(v):
     return v
 
 
+class LrRange(Strict):
+    low: PosFloat
+    high: PosFloat
+    log: bool = True                        # sample log-uniformly (learning rates span decades)
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if not self.low < self.high:
+            raise ValueError(f"low: must be below high, got low={self.low:g}, high={self.high:g}")
+        return self
+
+
+class Search(Strict):
+    """How an arm's learning rate is chosen: every value of `lrs` (grid), or Optuna's TPE through
+    Ray Tune (`num_samples` lrs from `lr` on the first seed, on the arm's validation metric; the
+    chosen lr then runs on the other seeds)."""
+    algorithm: Literal["grid", "optuna"] = "grid"
+    num_samples: PosInt = 6                 # optuna: lrs tried per arm
+    lr: LrRange | None = None               # optuna: the range searched
+    seed: Annotated[int, Field(ge=0, strict=True)] = 0   # optuna: the TPE sampler's seed
+
+    @model_validator(mode="after")
+    def _range_for_optuna(self):
+        if self.algorithm == "optuna" and self.lr is None:
+            raise ValueError("lr: optuna needs a range to search, e.g. {low: 1.0e-4, high: 1.0e-2}")
+        return self
+
+
 class Arm(Strict):
     lrs: list[PosFloat] | None = None       # default: the experiment's lrs
     target_modules: list[str] | str | None = None  # default: adapter.target_modules (per-arm ablations)
+    search: Search | None = None            # default: the experiment's search
 
     @field_validator("lrs")
     @classmethod
@@ -226,6 +255,7 @@ class Experiment(Strict):
     adapter: Adapter = Adapter()
     arms: Arms = Arms(matryoshka=MatryoshkaArm(), lora=LoraArm())
     lrs: list[PosFloat] = [1e-3]
+    search: Search = Search()               # per arm: arms.<arm>.search
     seeds: list[Annotated[int, Field(ge=0, strict=True)]] = [0]
     training: Training = Training()
     eval: Evaluation = Evaluation()
@@ -254,7 +284,17 @@ class Experiment(Strict):
         bad = [k for k in (self.arms.lora.ranks or []) if k > self.adapter.rank] if self.arms.lora else []
         if bad:
             raise ValueError(f"arms.lora.ranks: {bad} exceed adapter.rank {self.adapter.rank}")
+        searched = [name for name in ("matryoshka", "lora", "dylora") if getattr(self.arms, name) is not None
+                    and self.search_of(name).algorithm == "optuna"]
+        if searched and not self.tasks.val.enabled:
+            raise ValueError(f"tasks.val.enabled: a search ({', '.join(searched)}) chooses on validation; enable it")
+        if self.early_stopping.asha and not self.tasks.val.enabled:
+            raise ValueError("tasks.val.enabled: early stopping compares validation losses; enable it")
         return self
+
+    def search_of(self, arm: str) -> Search:
+        """The search an arm uses: its own, else the experiment's."""
+        return getattr(self.arms, arm).search or self.search
 
     @property
     def out_dir(self) -> Path:

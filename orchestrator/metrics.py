@@ -40,6 +40,19 @@ def trial_metrics(result: dict) -> dict[str, float]:
     return out
 
 
+def report_every(steps: int) -> int:
+    """Steps between a trial's progress reports to Tune: ~50 a trial, never more often than every
+    10 steps (each report is a hop worker -> Tune -> driver, CPU a 2-core machine takes from
+    training). Early stopping compares validation losses at these steps."""
+    return max(10, steps // 50)
+
+
+def search_score(metrics: dict[str, float], method: str, rank: int, rule: str) -> float | None:
+    """What an arm's lr is chosen by, on validation: AURAC under the rule (an adapter for every
+    rank) or, for a fixed-rank LoRA, its accuracy at its own rank. None without validation."""
+    return metrics.get(f"val_acc_{rule}_rank_{rank}" if method == "lora" else f"val_aurac_{rule}")
+
+
 def curves_of(metrics: dict[str, float]) -> dict[str, dict[int, float]]:
     """{rule: {rank: accuracy}} from a trial's metrics; the primary names under '' (a trial
     logged before rules existed has only those)."""
@@ -50,4 +63,4 @@ def curves_of(metrics: dict[str, float]) -> dict[str, dict[int, float]]:
     return {rule: dict(sorted(c.items())) for rule, c in out.items()}
 
 
-__all__ = ["curve_metrics", "curves_of", "trial_metrics"]
+__all__ = ["curve_metrics", "curves_of", "report_every", "search_score", "trial_metrics"]

@@ -1,8 +1,9 @@
 """Sweep planning: Experiment -> the list of trials, each a frozen TrialSpec, and its RunConfig.
 
-    trials = seeds x (  matryoshka: p_schedules x objectives x budgets x lrs
-                      + lora:       ranks x lrs
-                      + dylora:     budgets x lrs )
+    arms   = matryoshka: p_schedules x objectives x budgets  +  lora: ranks  +  dylora: budgets
+    trials = arms x lrs x seeds            (search: grid, the default)
+           + per searched arm: num_samples sampled lrs on the first seed + the chosen lr on the
+             other seeds                   (search: optuna; SearchGroup, orchestrator/search.py)
 
 The plan owns each trial's identity: its arm (the group the report compares; lrs and seeds
 are its samples), its id (also the MLflow run name) and its MLflow params. A fixed-rank LoRA
@@ -12,14 +13,17 @@ when cut; its value at k is one point of the grid's envelope.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import asdict, dataclass
 
 from mlora_core.config import AdapterConfig
+from mlora_core.p_schedule import SCHEDULES
 from mlora_core.run import RunConfig
 from mlora_core.tasks import TaskConfig
 from mlora_core.train import TrainConfig, total_steps
 
 from .config import Experiment
+from .metrics import report_every
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,7 @@ class TrialSpec:
     p_schedule: str = "diag"     # matryoshka: how P weights the nested ranks
     objective: str = "summed"    # matryoshka: summed | per_rank | stratified
     budget: int = 1              # x training.steps (one-run arms)
+    sample: int | None = None    # a searched arm's n-th sampled lr (None: a grid trial)
 
     @property
     def arm(self) -> str:
@@ -42,7 +47,9 @@ class TrialSpec:
     @property
     def trial_id(self) -> str:
         """Stable, readable, unique within a sweep: also the MLflow run name."""
-        return f"{self.arm}-lr{self.lr:.0e}-s{self.seed}"
+        if self.sample is None:
+            return f"{self.arm}-lr{self.lr:.0e}-s{self.seed}"
+        return f"{self.arm}-o{self.sample:02d}-lr{self.lr:.2e}-s{self.seed}"   # sampled lrs need more digits
 
     def as_dict(self) -> dict:
         return {**asdict(self), "arm": self.arm, "trial_id": self.trial_id}
@@ -52,23 +59,78 @@ class TrialSpec:
         return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d})
 
 
-def plan(exp: Experiment) -> list[TrialSpec]:
+def _nested_duplicate(schedule: str, objective: str, earlier: list[str], n_ranks: int) -> bool:
+    """per_rank and stratified use a schedule's weights normalised (p_schedule.rank_weights), so
+    schedules that differ only by a factor (diag and binary) train the very same thing: run one."""
+    if objective == "summed":
+        return False
+    weights = lambda s: [SCHEDULES[s](i, n_ranks) / sum(SCHEDULES[s](j, n_ranks) for j in range(n_ranks))  # noqa: E731
+                         for i in range(n_ranks)]
+    return any(all(math.isclose(x, y) for x, y in zip(weights(e), weights(schedule))) for e in earlier)
+
+
+def arms_of(exp: Experiment) -> list[tuple[str, TrialSpec]]:
+    """(arm kind, a template TrialSpec with lr and seed unset) for every arm of the experiment."""
     a, r = exp.arms, exp.adapter.rank
-    trials: list[TrialSpec] = []
-    for seed in exp.seeds:
-        if a.matryoshka:
-            trials += [TrialSpec("matryoshka", r, lr, seed, p_schedule=s, objective=o, budget=b)
-                       for s in a.matryoshka.p_schedules for o in a.matryoshka.objectives
-                       for b in a.matryoshka.budgets_for(o) for lr in (a.matryoshka.lrs or exp.lrs)]
-        if a.lora:
-            trials += [TrialSpec("lora", k, lr, seed) for k in sorted(set(a.lora.ranks or exp.adapter.eval_rank_list))
-                       for lr in (a.lora.lrs or exp.lrs)]
-        if a.dylora:
-            trials += [TrialSpec("dylora", r, lr, seed, budget=b) for b in a.dylora.budgets
-                       for lr in (a.dylora.lrs or exp.lrs)]
+    out: list[tuple[str, TrialSpec]] = []
+    if a.matryoshka:
+        n_ranks = len(AdapterConfig(rank=r, train_ranks=tuple(exp.adapter.train_ranks or ()) or None).train_ranks)
+        schedules = a.matryoshka.p_schedules
+        out += [("matryoshka", TrialSpec("matryoshka", r, 0.0, 0, p_schedule=s, objective=o, budget=b))
+                for o in a.matryoshka.objectives for i, s in enumerate(schedules)
+                if not _nested_duplicate(s, o, schedules[:i], n_ranks) for b in a.matryoshka.budgets_for(o)]
+    if a.lora:
+        out += [("lora", TrialSpec("lora", k, 0.0, 0)) for k in sorted(set(a.lora.ranks or exp.adapter.eval_rank_list))]
+    if a.dylora:
+        out += [("dylora", TrialSpec("dylora", r, 0.0, 0, budget=b)) for b in a.dylora.budgets]
+    return out
+
+
+def plan(exp: Experiment) -> list[TrialSpec]:
+    """Every grid trial: arms x lrs x seeds. Searched arms (search_groups) add theirs as they go."""
+    trials = [dataclasses.replace(t, lr=lr, seed=seed) for seed in exp.seeds for kind, t in arms_of(exp)
+              if exp.search_of(kind).algorithm == "grid" for lr in (getattr(exp.arms, kind).lrs or exp.lrs)]
     ids = [t.trial_id for t in trials]
     assert len(set(ids)) == len(ids), "trial ids must be unique"
     return trials
+
+
+@dataclass(frozen=True)
+class SearchGroup:
+    """One searched arm: `num_samples` lrs drawn by TPE on the first seed, then the best (on
+    validation) repeated on the other seeds. Seeds are repeats of the chosen configuration, not a
+    searched dimension: the search spends its samples on lrs, and the report's spread over seeds
+    is measured at the lr it chose, like the grid's."""
+    template: TrialSpec
+    num_samples: int
+    low: float
+    high: float
+    log: bool
+    sampler_seed: int
+    seeds: tuple[int, ...]
+
+    @property
+    def arm(self) -> str:
+        return self.template.arm
+
+    @property
+    def max_trials(self) -> int:
+        return self.num_samples + len(self.seeds) - 1
+
+    def sample(self, index: int, lr: float) -> TrialSpec:
+        return dataclasses.replace(self.template, lr=lr, seed=self.seeds[0], sample=index)
+
+    def repeats(self, chosen: TrialSpec) -> list[TrialSpec]:
+        return [dataclasses.replace(chosen, seed=seed) for seed in self.seeds[1:]]
+
+
+def search_groups(exp: Experiment) -> list[SearchGroup]:
+    out = []
+    for kind, t in arms_of(exp):
+        s = exp.search_of(kind)
+        if s.algorithm == "optuna":
+            out.append(SearchGroup(t, s.num_samples, s.lr.low, s.lr.high, s.lr.log, s.seed, tuple(exp.seeds)))
+    return out
 
 
 def run_config(exp: Experiment, spec: TrialSpec) -> RunConfig:
@@ -91,6 +153,8 @@ def run_config(exp: Experiment, spec: TrialSpec) -> RunConfig:
     train_task, val_task = tasks_of(exp, spec.seed)
     return RunConfig(model=exp.model, train_task=train_task, eval_task=TaskConfig(**exp.tasks.eval.model_dump()),
                      val_task=val_task, adapter=adapter, train=train, eval_batch_size=exp.eval.batch_size,
+                     # early stopping compares validation losses at the progress reports
+                     val_loss_every=report_every(train.steps) if exp.early_stopping.asha and val_task else 0,
                      max_new_tokens=exp.eval.max_new_tokens, eval_rules=tuple(exp.eval.rules),
                      device_name=exp.cost.device, price_per_device_hour=exp.cost.price_per_device_hour,
                      devices_per_worker=devices_per_worker(exp))
@@ -116,7 +180,8 @@ def trial_params(exp: Experiment, spec: TrialSpec) -> dict:
     matryoshka = spec.method == "matryoshka"
     return {"arm": spec.arm, "method": spec.method, "rank": spec.rank, "lr": spec.lr, "seed": spec.seed,
             "objective": spec.objective if matryoshka else "-", "p_schedule": spec.p_schedule if matryoshka else "-",
-            "budget": spec.budget, "model": exp.model, "dataset": exp.tasks.train.name,
+            "budget": spec.budget, "sample": "-" if spec.sample is None else spec.sample,
+            "model": exp.model, "dataset": exp.tasks.train.name,
             "eval_dataset": exp.tasks.eval.name, "scaling": exp.adapter.scaling, "alpha": exp.adapter.alpha,
             "val": (f"{rc.val_task.split} ({'held out, ' if rc.val_task.held_out else ''}"
                     f"{rc.val_task.n or rc.val_task.holdout})" if rc.val_task else "none"),

@@ -29,6 +29,19 @@ from mlora_core.io import atomic_write
 from .results import SweepResult, load_output_dir, read_sweep_state, verdict_lines
 
 COLORS = {"matryoshka": "#d62728", "dylora": "#9467bd", "lora": "#1f77b4", "lora-grid": "#1f77b4"}
+# per arm within a family, so every line of a plot keeps one colour across panels
+PALETTES = {"matryoshka": ["#d62728", "#ff7f0e", "#8c564b", "#e377c2", "#bcbd22", "#17becf", "#2ca02c"],
+            "dylora": ["#9467bd", "#c5b0d5"], "lora": ["#7f7f7f", "#aec7e8", "#c7c7c7", "#98df8a"]}
+
+
+def _arm_colors(result: SweepResult) -> dict[str, str]:
+    seen: dict[str, int] = {}
+    out = {}
+    for name, arm in result.arms.items():
+        palette = PALETTES.get(arm.method, ["k"])
+        out[name] = palette[seen.get(arm.method, 0) % len(palette)]
+        seen[arm.method] = seen.get(arm.method, 0) + 1
+    return out
 RULE_STYLE = {"truncate": "-", "prefix": "--", "svd": ":"}
 
 
@@ -39,9 +52,37 @@ def _plots(result: SweepResult, losses: dict[str, list[tuple[int, float]]], out:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    return [_save(plt, fig, out / f"{name}.png") for name, fig in (
-        ("rank_curve", _rank_curve_plot(plt, result)), ("aurac", _aurac_plot(plt, result)),
-        ("cost", _cost_plot(plt, result)), ("loss", _loss_plot(plt, losses)))]
+    figs = [("rank_curve", _rank_curve_plot(plt, result)), ("aurac", _aurac_plot(plt, result)),
+            ("cost", _cost_plot(plt, result)), ("loss", _loss_plot(plt, losses))]
+    if result.searches:
+        figs.append(("search", _search_plot(plt, result)))
+    return [_save(plt, fig, out / f"{name}.png") for name, fig in figs]
+
+
+def _search_plot(plt, result: SweepResult):
+    """Per arm: the selection score of each lr tried, the chosen one starred."""
+    import matplotlib.ticker  # noqa: F401 (matplotlib.ticker.NullFormatter below)
+    n = len(result.searches)
+    cols = min(n, 4)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.8 * rows), squeeze=False)
+    for ax, s in zip(axes.flat, result.searches):
+        xs, ys = [p["lr"] for p in s["points"]], [p["score"] for p in s["points"]]
+        ax.plot(xs, ys, "o" if s["searched"] else "o-", color=COLORS.get(result.arms[s["arm"]].method, "k"))
+        best = next(p for p in s["points"] if p["lr"] == s["chosen"])
+        ax.plot([best["lr"]], [best["score"]], "*", ms=16, color="gold", mec="k", label=f"chosen {s['chosen']:.1e}")
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_xticks(xs, [f"{x:.1e}" for x in xs], rotation=45, ha="right", fontsize=6)
+        ax.set_title(f"{s['arm']}{' (optuna)' if s['searched'] else ''}", fontsize=8)
+        ax.set_xlabel("learning rate", fontsize=8)
+        ax.set_ylabel(f"{s['selected_on']} score", fontsize=8)
+        ax.tick_params(axis="y", labelsize=7)
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    return fig
 
 
 def _rank_curve_plot(plt, result: SweepResult):
@@ -49,13 +90,14 @@ def _rank_curve_plot(plt, result: SweepResult):
     fig, axes = plt.subplots(1, len(rules), figsize=(5.5 * len(rules), 4.5), sharey=True, squeeze=False)
     ranks = sorted({k for c in result.curves for k in c.ranks})
     top = max([*result.envelope.values(), *(a for c in result.curves for a in c.mean)], default=1.0)
+    colors = _arm_colors(result)
     for ax, rule in zip(axes[0], rules):
         for arm in result.arms.values():
             c = arm.curves.get(rule)
             if c is None or (arm.method == "lora" and len(c.ranks) == 1):
                 continue
             ax.errorbar(c.ranks, c.mean, yerr=c.std if any(c.std) else None, marker="o" if arm.one_run else "v",
-                        lw=2 if arm.one_run else 1, capsize=3, alpha=1 if arm.one_run else 0.6,
+                        lw=2 if arm.one_run else 1, capsize=3, alpha=1 if arm.one_run else 0.6, color=colors[arm.name],
                         label=arm.name + ("" if arm.one_run else " cut"))
         if result.envelope:
             ax.plot(list(result.envelope), list(result.envelope.values()), "s--", color=COLORS["lora"], lw=2,
@@ -143,14 +185,16 @@ def _fmt(v, spec=".3f") -> str:
 
 def _verdict_html(result: SweepResult) -> str:
     rows = "".join(f"<tr><td>{c.rank}</td><td>{html.escape(c.label)}</td><td>{_fmt(c.accuracy)}</td>"
-                   f"<td>{_fmt(c.device_hours, '.4f')}</td><td>{_fmt(result.envelope.get(c.rank))}</td></tr>"
-                   for c in result.verdict)
+                   f"<td>{_fmt(c.flops / 1e12, '.3g')}</td><td>{_fmt(c.device_hours, '.4f')}</td>"
+                   f"<td>{_fmt(result.envelope.get(c.rank))}</td></tr>" for c in result.verdict)
     lines = verdict_lines(result)[len(result.verdict):]
-    out = [f"<table><tr><th>rank</th><th>deploy (arm [rule])</th><th>accuracy</th><th>device-h per run</th>"
-           f"<th>LoRA-k at its own rank</th></tr>{rows}</table>" if rows else "<p>No finished trial.</p>"]
+    out = [f"<table><tr><th>rank</th><th>deploy (arm [rule])</th><th>accuracy</th><th>TFLOPs a run</th>"
+           f"<th>device-h a run</th><th>LoRA-k at its own rank</th></tr>{rows}</table>"
+           if rows else "<p>No finished trial.</p>"]
     out += [f"<p class=big>{html.escape(line)}</p>" for line in lines]
     out.append(f"<p class=sub>Per rank: the cheapest adapter within {result.tolerance:g} of the best accuracy "
-               "at that rank (cost = one training run of its arm, training + evaluation).</p>")
+               "at that rank (cost = the FLOPs of one run of its arm, training + evaluation; device-hours as "
+               "measured).</p>")
     if result.failed:
         out.append("<p class=bad>Failed trials: " + ", ".join(
             f"{html.escape(t.trial_id)} ({html.escape(t.error or t.status)})" for t in result.failed) + "</p>")
@@ -164,16 +208,17 @@ def _one_run_html(result: SweepResult) -> str:
     head = "".join(f"<th>r{k}</th>" for k in ranks)
     env = "".join(f"<td>{_fmt(result.envelope.get(k))}</td>" for k in ranks)
     body = [f"<tr><td>LoRA grid envelope ({result.grid['runs']} runs)</td><td></td><td></td>{env}"
-            f"<td>{_fmt(result.envelope_aurac)}</td><td>100%</td><td>100%</td><td></td></tr>"]
+            f"<td>{_fmt(result.envelope_aurac)}</td><td>100%</td><td>100%</td><td>100%</td><td></td></tr>"]
     for e in result.one_run:
         cells = "".join(f"<td>{_fmt(e['per_rank'][k]['accuracy'])}</td>" if k in e["per_rank"] else "<td></td>"
                         for k in ranks)
         body.append(f"<tr><td>{html.escape(e['label'])}</td><td>{e['lr']:.1e}</td><td>{e['seeds']}</td>{cells}"
                     f"<td>{_fmt(e['aurac'])} &plusmn; {_fmt(e['aurac_std'])}</td>"
                     f"<td>{_fmt(e['aurac_share'] and 100 * e['aurac_share'], '.0f')}%</td>"
+                    f"<td>{_fmt(e['flops_share'] and 100 * e['flops_share'], '.0f')}%</td>"
                     f"<td>{_fmt(e['cost_share'] and 100 * e['cost_share'], '.0f')}%</td><td>{e['paid_off']}</td></tr>")
     return (f"<table><tr><th>one run [rule]</th><th>lr</th><th>seeds</th>{head}<th>AURAC</th><th>of envelope</th>"
-            f"<th>cost of grid</th><th>paid off</th></tr>{''.join(body)}</table>")
+            f"<th>FLOPs of grid</th><th>device-h of grid</th><th>paid off</th></tr>{''.join(body)}</table>")
 
 
 def _runs_table(result: SweepResult, ranks: list[int]) -> str:

@@ -13,11 +13,12 @@ The choices, each made here once:
   - lr, per curve: the best mean over seeds of its AURAC (one-run arms) or of its accuracy at
     its own rank (LoRA-k), on validation when trials have validation curves, else on test
   - envelope: at rank k, LoRA-k's accuracy at its own rank (the grid: one run per rank)
-  - verdict at rank k: the cheapest candidate within `tolerance` of the best accuracy at k
+  - verdict at rank k: the cheapest candidate (FLOPs of one run) within `tolerance` of the best
+    accuracy at k
   - recommended: the smallest rank holding a candidate within `tolerance` of the best accuracy
     anywhere, and the cheapest such candidate there (what the registry registers)
   - best Matryoshka: the Matryoshka curve with the highest AURAC; it "paid off" when it costs less
-    than the grid and is within `tolerance` of the envelope at every rank ("partly": some ranks)
+    than the grid (FLOPs) and is within `tolerance` of the envelope at every rank ("partly": some)
 """
 from __future__ import annotations
 
@@ -50,6 +51,7 @@ class Trial:
     curves: dict[str, dict[int, float]]          # rule -> {rank: accuracy} (test)
     metrics: dict[str, float]
     val_curves: dict[str, dict[int, float]] = field(default_factory=dict)   # rule -> {rank: accuracy}
+    sample: int | None = None                    # a searched arm's n-th sampled lr (None: grid)
 
     @property
     def ok(self) -> bool:
@@ -140,6 +142,7 @@ class SweepResult:
     verdict: tuple[Candidate, ...]               # per rank: best accuracy for the least compute
     recommended: Candidate | None
     frontier: dict
+    searches: tuple[dict, ...] = ()              # per arm with several lrs: lr vs validation score
 
     @property
     def failed(self) -> list[Trial]:
@@ -170,7 +173,7 @@ def trial_from_run(run) -> Trial:
                  method=p["method"], rank=int(p["rank"]), objective=p["objective"],
                  p_schedule=p["p_schedule"], budget=int(p["budget"]), lr=float(p["lr"]),
                  seed=int(p["seed"]), status=run.info.status, error=tags.get("mlora.error"), curves=curves,
-                 metrics=dict(m), val_curves=val)
+                 metrics=dict(m), val_curves=val, sample=None if p.get("sample", "-") == "-" else int(p["sample"]))  # no param: before search
 
 
 def load_sweep(tracking_uri: str, parent_run_id: str, tolerance: float = 0.01) -> SweepResult:
@@ -208,7 +211,11 @@ def _curve(arm: str, rule: str, trials: list[Trial]) -> Curve | None:
     by_lr: dict[float, list[Trial]] = {}
     for t in have:
         by_lr.setdefault(t.lr, []).append(t)
-    mean_score = lambda lr, on_test=False: statistics.fmean(t.score(rule, on_test) for t in by_lr[lr])  # noqa: E731
+    # compared over the seeds every lr ran with: all of them for a grid, the first for a search
+    # (whose chosen lr alone runs the others)
+    common = set.intersection(*({t.seed for t in ts} for ts in by_lr.values())) or {t.seed for t in have}
+    mean_score = lambda lr, on_test=False: statistics.fmean(  # noqa: E731
+        t.score(rule, on_test) for t in by_lr[lr] if t.seed in common)
     lr = max(by_lr, key=lambda lr: (mean_score(lr), -lr))
     chosen = by_lr[lr]
     ranks = sorted(set.intersection(*(set(t.curves[rule]) for t in chosen)))
@@ -238,9 +245,11 @@ def _candidates(arms: dict[str, Arm]) -> list[Candidate]:
 
 
 def cheapest_within(candidates: list[Candidate], best: float, tolerance: float) -> Candidate:
-    """The cheapest candidate within `tolerance` of `best` (ties: the more accurate)."""
+    """The cheapest candidate within `tolerance` of `best` (ties: the more accurate). Cost is the
+    FLOPs of one run: a function of the config, so the choice does not move with machine load
+    (measured device-hours do; they are reported beside it)."""
     good = [c for c in candidates if c.accuracy >= best - tolerance - 1e-12]
-    return min(good, key=lambda c: (c.device_hours, -c.accuracy))
+    return min(good, key=lambda c: (c.flops, -c.accuracy))
 
 
 def verdict(candidates: list[Candidate], tolerance: float) -> tuple[Candidate, ...]:
@@ -297,10 +306,27 @@ def _against_grid(arm: Arm, curve: Curve, env: dict[int, float], grid: dict, tol
     if len(common) >= 1:
         e_sub = aurac(common, [env[k] for k in common])
         entry["aurac_share"] = aurac(common, [curve.at(k) for k in common]) / e_sub if e_sub else None
-    cheaper = entry["cost_share"] is not None and entry["cost_share"] < 1
+    cheaper = entry["flops_share"] is not None and entry["flops_share"] < 1   # FLOPs: load-independent
     entry["paid_off"] = ("yes" if cheaper and common and len(entry["within"]) == len(common) else
                          "partly" if cheaper and entry["within"] else "no")
     return entry
+
+
+def search_trace(arm: Arm, rule: str) -> dict | None:
+    """An arm's lr choice under `rule`: each lr's selection score (validation when present; mean over
+    the seeds every lr ran), the chosen lr, and the trials it took against the grid it replaces."""
+    curve = arm.curves.get(rule)
+    done = [t for t in arm.trials if t.ok and rule in t.curves]
+    lrs = sorted({t.lr for t in done})
+    if curve is None or len(lrs) < 2:
+        return None
+    common = set.intersection(*({t.seed for t in done if t.lr == lr} for lr in lrs)) or {t.seed for t in done}
+    points = [{"lr": lr, "score": statistics.fmean(t.score(rule) for t in done if t.lr == lr and t.seed in common)}
+              for lr in lrs]
+    seeds, tried = {t.seed for t in arm.trials}, {t.lr for t in arm.trials}
+    return {"arm": arm.name, "rule": rule, "points": points, "chosen": curve.lr, "selected_on": curve.selected_on,
+            "searched": any(t.sample is not None for t in arm.trials), "trials": len(arm.trials),
+            "lrs_tried": len(tried), "grid_trials": len(tried) * len(seeds)}
 
 
 def _usable(curves: list[dict[int, float]], ranks: list[int]) -> list[float]:
@@ -358,9 +384,11 @@ def aggregate(trials: list[Trial], tolerance: float = 0.01, tracking_uri: str = 
                       for c in a.curves.values()), key=lambda e: -e["aurac"])
     candidates = _candidates(arms)
     ranks = sorted({c.rank for c in candidates})
+    searches = tuple(s for a in arms.values() if rules and (s := search_trace(a, rules[0])) is not None)
     return SweepResult(tracking_uri, parent_run_id, tolerance, rules, tuple(trials), arms, env, env_aurac, env_aurac2,
                        grid, tuple(one_run), next((e for e in one_run if e["method"] == "matryoshka"), None),
-                       verdict(candidates, tolerance), recommend(candidates, tolerance), cost_frontier(arms, ranks))
+                       verdict(candidates, tolerance), recommend(candidates, tolerance), cost_frontier(arms, ranks),
+                       searches)
 
 
 # ---- the summary ------------------------------------------------------------------------
@@ -374,14 +402,16 @@ def verdict_lines(result: SweepResult) -> list[str]:
     lines = []
     for c in result.verdict:
         grid = result.envelope.get(c.rank)
-        lines.append(f"rank {c.rank:>4}: {c.label} {c.accuracy:.3f} at {c.device_hours:.4f} device-h/run"
+        lines.append(f"rank {c.rank:>4}: {c.label} {c.accuracy:.3f} at {c.flops / 1e12:.3g} TFLOPs, "
+                     f"{c.device_hours:.4f} device-h a run"
                      + (f"  (LoRA-{c.rank} at its own rank: {grid:.3f})" if grid is not None else ""))
     m = result.best_matryoshka
     if m is not None:
         spread = f" +- {m['aurac_std']:.3f} over {m['seeds']} seeds" if m["seeds"] > 1 else ""
         lines.append(f"best Matryoshka: {m['label']} (objective {m['objective']}, budget x{m['budget']}, lr "
                      f"{m['lr']:.1e}): AURAC {m['aurac']:.3f}{spread} = {_pct(m['aurac_share'])} of the grid "
-                     f"envelope's, for {_pct(m['cost_share'])} of the grid's compute ({result.grid['runs']} runs); "
+                     f"envelope's, for {_pct(m['flops_share'])} of the grid's FLOPs ({_pct(m['cost_share'])} of its "
+                     f"device-hours; {result.grid['runs']} run{'s' if result.grid['runs'] != 1 else ''}); "
                      f"paid off: {m['paid_off']}"
                      + (f" (within {result.tolerance:g} of the grid at ranks {m['within']})" if m["within"] else ""))
     if result.recommended is not None:
@@ -391,6 +421,11 @@ def verdict_lines(result: SweepResult) -> list[str]:
     if result.curves:
         lines.append(f"learning rates chosen on {result.selected_on}; every accuracy above is on the test set"
                      + ("" if result.selected_on == "validation" else " (so optimistic: the best of the lrs tried)"))
+    for s in result.searches:
+        if s["searched"]:
+            lines.append(f"search {s['arm']}: {s['trials']} trials ({s['lrs_tried']} lrs on the first seed, the "
+                         f"chosen lr {s['chosen']:.2e} on the others) where a grid of those lrs x seeds runs "
+                         f"{s['grid_trials']}")
     return lines
 
 

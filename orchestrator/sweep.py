@@ -26,7 +26,8 @@ from mlora_core.io import read_json, write_json
 
 from . import tracking
 from .config import Experiment
-from .plan import TrialSpec, plan, run_config, trial_params
+from .metrics import search_score
+from .plan import TrialSpec, arms_of, plan, run_config, search_groups, trial_params
 from .worker import worker_loop
 
 SWEEP_FILE = "sweep.json"
@@ -54,8 +55,10 @@ def trial_driver(config: dict) -> None:
     run_id = tracking.trial_run(uri, ctx["experiment_id"], ctx["parent_run_id"], spec.trial_id, params, tags)
     finished = tracking.client(uri).get_run(run_id)
     if finished.info.status == "FINISHED":  # done before an interrupted driver could record it: no re-run
-        tune.report({"final": 1, "skipped": 1, **{k: v for k, v in finished.data.metrics.items()
-                                                    if k == "aurac" or k.startswith("acc_rank_")}})
+        m = finished.data.metrics
+        score = search_score(m, spec.method, spec.rank, exp.eval.rules[0])   # a search hears of it again
+        tune.report({"final": 1, "skipped": 1, **{k: v for k, v in m.items() if k == "aurac" or k.startswith("acc_rank_")},
+                     **({"search_score": score} if score is not None else {})})
         return
     res = exp.resources
     per_worker = {"CPU": res.cpus_per_worker, **({"GPU": res.gpus_per_worker} if res.gpus_per_worker else {})}
@@ -217,8 +220,9 @@ def run_sweep(exp: Experiment, config_path: str | None = None, resume: bool = Fa
         write_json(out / SWEEP_FILE, state)
         if config_path:
             shutil.copy2(config_path, out / "experiment.yaml")
-    print(f"sweep {exp.name}: {len(trials)} trials -> {out}\nMLflow: {uri} (parent run {state['parent_run_id']})",
-          flush=True)
+    searched = sum(g.max_trials for g in search_groups(exp))
+    print(f"sweep {exp.name}: {len(trials)} trials" + (f" + up to {searched} searched" if searched else "") +
+          f" -> {out}\nMLflow: {uri} (parent run {state['parent_run_id']})", flush=True)
     res = exp.resources
     _init_ray(res.max_concurrent_trials * res.workers_per_trial * int(max(1, res.cpus_per_worker)))
     ctx = {"experiment": state["experiment"], "output_dir": str(out), "tracking_uri": uri,
@@ -230,24 +234,46 @@ def run_sweep(exp: Experiment, config_path: str | None = None, resume: bool = Fa
     if resume and tune.Tuner.can_restore(str(tune_path)):
         tuner = tune.Tuner.restore(str(tune_path), trainable=trainable, resume_unfinished=True, resume_errored=True)
     else:
-        scheduler = None
-        if exp.early_stopping.asha:
-            from ray.tune.schedulers import ASHAScheduler
-            scheduler = ASHAScheduler(time_attr="step", metric="train_loss", mode="min",
-                                      grace_period=exp.early_stopping.grace_period,
-                                      reduction_factor=exp.early_stopping.reduction_factor,
-                                      max_t=exp.training.steps)
+        groups = search_groups(exp)
+        search = _search_config(exp, trials, groups, ctx) if groups else \
+            {"param_space": {"spec": tune.grid_search(state["trials"]), "ctx": ctx}, "num_samples": 1}
         tuner = tune.Tuner(
             trainable,
-            param_space={"spec": tune.grid_search(state["trials"]), "ctx": ctx},
-            tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=res.max_concurrent_trials,
-                                        scheduler=scheduler, reuse_actors=True),
+            param_space=search["param_space"],
+            tune_config=tune.TuneConfig(num_samples=search["num_samples"], search_alg=search.get("search_alg"),
+                                        max_concurrent_trials=res.max_concurrent_trials,
+                                        scheduler=_scheduler(exp),
+                                        # a trial ASHA stops is still logging (or inside its TorchTrainer):
+                                        # Tune cannot hand its actor to the next trial; start fresh ones
+                                        reuse_actors=not exp.early_stopping.asha),
             run_config=tune.RunConfig(name="tune", storage_path=str(out / "ray"), verbose=1,
                                       failure_config=tune.FailureConfig(max_failures=0),
-                                      progress_reporter=_reporter(len(state["trials"]))),
+                                      progress_reporter=_reporter(len(trials) + sum(g.max_trials for g in groups))),
         )
     grid = tuner.fit()
     return finish_sweep(out, state, grid)
+
+
+def _search_config(exp: Experiment, trials: list[TrialSpec], groups: list, ctx: dict) -> dict:
+    """Tune settings for a sweep with searched arms: one SweepSearcher hands out every trial."""
+    from .search import SweepSearcher
+    searcher = SweepSearcher(trials, groups, ctx, exp.eval.rules[0])
+    return {"param_space": {}, "search_alg": searcher, "num_samples": len(trials) + sum(g.max_trials for g in groups)}
+
+
+def _scheduler(exp: Experiment):
+    """ASHA on the validation loss at each progress report, within each arm (search.PerArmASHA)."""
+    if not exp.early_stopping.asha:
+        return None
+    from ray.tune.schedulers import ASHAScheduler
+
+    from .search import PerArmASHA
+    es = exp.early_stopping
+    budget = {t.arm: t.budget for _, t in arms_of(exp)}
+    # stop_last_trials=False: a trial that reaches max_t ends by itself, after logging its results
+    return PerArmASHA(lambda arm: ASHAScheduler(time_attr="step", metric="val_loss", mode="min",
+                                                grace_period=es.grace_period, reduction_factor=es.reduction_factor,
+                                                max_t=exp.training.steps * budget.get(arm, 1), stop_last_trials=False))
 
 
 def finish_sweep(out: Path, state: dict, grid) -> int:

@@ -21,7 +21,7 @@ def worker_loop(cfg: dict) -> None:
     from mlora_core.run import RunConfig, run
     from mlora_core.train import Diverged, latest_checkpoint
 
-    from .metrics import trial_metrics
+    from .metrics import report_every, search_score, trial_metrics
 
     ctx = ray.train.get_context()
     rank = ctx.get_world_rank()
@@ -32,9 +32,7 @@ def worker_loop(cfg: dict) -> None:
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:  # Ray restarted this worker group: continue from the last checkpoint
         resume_from = Path(checkpoint.to_directory(str(trial_dir / f"restore-{rank}")))
-    # ~50 progress reports per trial, never more often than every 10 steps: each costs a hop
-    # worker -> controller -> Tune -> driver, CPU that a 2-core machine takes from training
-    log_every = max(10, (cfg["run_config"]["train"].get("steps") or 0) // 50)
+    log_every = report_every(cfg["run_config"]["train"].get("steps") or 0)
 
     def progress(metrics: dict) -> None:
         if metrics["step"] % log_every == 0:
@@ -62,8 +60,10 @@ def worker_loop(cfg: dict) -> None:
     except (Diverged, ValueError, FileNotFoundError) as e:  # not worth a retry: report and stop
         final({"error": f"{type(e).__name__}: {e}"}, None)
         return
-    summary = trial_metrics(result.as_dict())
+    summary, rc = trial_metrics(result.as_dict()), cfg["run_config"]
     progress_keys = ("aurac", *(k for k in summary if k.startswith("acc_rank_")))  # what Tune's table shows
+    score = search_score(summary, rc["adapter"]["method"], rc["adapter"]["rank"], rc["eval_rules"][0])
     payload = {**result.as_dict(), "metrics": {"step": len(result.losses), "train_loss": result.losses[-1],
-                                               **{k: summary[k] for k in progress_keys}}}
+                                               **{k: summary[k] for k in progress_keys},
+                                               **({"search_score": score} if score is not None else {})}}
     final(payload, latest_checkpoint(trial_dir / "checkpoints") if rank == 0 else None)

@@ -23,14 +23,15 @@ def base_out(layer, x):
     return layer.base(x)
 
 
-@pytest.mark.parametrize("schedule", ["diag", "binary", "geometric"])
+@pytest.mark.parametrize("schedule", ["diag", "binary", "geometric", "top"])
 @pytest.mark.parametrize("scaling", ["none", "rank", "sqrt"])
 def test_matryoshka_forward_is_sum_of_nested_subadapters(schedule, scaling):
     layer = make_layer(method="matryoshka", scaling=scaling, alpha=3.0, p_schedule=schedule)
     x = torch.randn(5, 12, dtype=torch.float64)
     A, B, c = layer.lora_A, layer.lora_B, layer.config
     R = c.train_ranks
-    w = {"diag": [1.0] * len(R), "binary": [1 / len(R)] * len(R), "geometric": [0.5 ** i for i in range(len(R))]}[schedule]
+    w = {"diag": [1.0] * len(R), "binary": [1 / len(R)] * len(R), "geometric": [0.5 ** i for i in range(len(R))],
+         "top": [0.5 ** (len(R) - 1 - i) for i in range(len(R))]}[schedule]
     explicit = sum(wi * mc.scale(c, t) * (x @ A[:t].T @ B[:, :t].T) for wi, t in zip(w, R))
     assert torch.allclose(layer(x), base_out(layer, x) + explicit, rtol=1e-12, atol=1e-12)
 

@@ -92,6 +92,7 @@ def test_rank_weights_exact_values():
     assert rank_weights(cfg("diag")) == pytest.approx({1: 1 / 3, 4: 1 / 3, 16: 1 / 3})
     assert rank_weights(cfg("binary")) == rank_weights(cfg("diag"))   # same weights once normalised
     assert rank_weights(cfg("geometric")) == pytest.approx({1: 4 / 7, 4: 2 / 7, 16: 1 / 7})
+    assert rank_weights(cfg("top")) == pytest.approx({1: 1 / 7, 4: 2 / 7, 16: 4 / 7})
 
 
 def test_stratified_on_every_example_at_every_rank_equals_per_rank(tok_data):

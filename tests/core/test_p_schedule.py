@@ -35,6 +35,11 @@ def test_geometric_schedule_weights_halve_per_rank():
     assert mc.p_vector(c).tolist() == [1 + 0.5 + 0.25, 0.5 + 0.25, 0.25, 0.25]
 
 
+def test_top_schedule_weights_double_per_rank():
+    c = mc.AdapterConfig(method="matryoshka", rank=4, scaling="none", p_schedule="top")
+    assert mc.p_vector(c).tolist() == [0.25 + 0.5 + 1, 0.5 + 1, 1, 1]
+
+
 def test_lora_p_is_constant_scale_of_max_rank():
     c = mc.AdapterConfig(method="lora", rank=8, scaling="rank", alpha=4.0)
     assert mc.p_vector(c).tolist() == [0.5] * 8

@@ -98,11 +98,11 @@ def test_every_experiment_validates_and_plans(path, capsys):
 
     assert main(["validate", str(path)]) == 0
     out = capsys.readouterr().out
-    m = re.search(r": ok \(.+: (\d+) trials\)", out)
+    m = re.search(r": ok \(.+: (\d+) trials( \+ up to \d+ searched)?\)", out)
     assert m, out
     assert main(["plan", str(path)]) == 0
     out = capsys.readouterr().out
-    assert f"\n{m.group(1)} trials on " in out
+    assert f"\n{m.group(1)} trials{m.group(2) or ''}" in out
     assert "estimated" in out  # a cost line, or "estimated cost: n/a" for a hub model offline
 
 
@@ -110,7 +110,7 @@ def test_paper_experiments_follow_method_md():
     """The METHOD.md setup: the two Llama models, all seven projections, powers-of-two ranks,
     lrs inside 5e-6..1e-3, seeds 42/666/2408, 3 epochs, 4 x 8 batch, GPU resources and prices."""
     from orchestrator.config import load_experiment
-    from orchestrator.plan import plan
+    from orchestrator.plan import plan, search_groups
 
     paper = [p for p in EXPERIMENTS if not p.name.startswith("tiny")]
     assert {p.name for p in paper} >= {"gsm8k-llama-3.2-1b.yaml", "gsm8k-llama-3.1-8b.yaml",
@@ -123,14 +123,18 @@ def test_paper_experiments_follow_method_md():
                                                    "down_proj"}, path.name
         r = exp.adapter.rank
         assert r & (r - 1) == 0 and exp.adapter.eval_rank_list == [2 ** i for i in range(r.bit_length())]
-        assert all(5e-6 <= lr <= 1e-3 for lr in exp.lrs) and len(exp.lrs) >= 3, path.name
+        groups = search_groups(exp)
+        if groups:   # searched: the range, else a grid of at least 3 lrs, inside METHOD.md's
+            assert all(5e-6 <= g.low < g.high <= 1e-3 and g.num_samples >= 3 for g in groups), path.name
+        else:
+            assert all(5e-6 <= lr <= 1e-3 for lr in exp.lrs) and len(exp.lrs) >= 3, path.name
         assert exp.seeds == [42, 666, 2408], path.name
         assert exp.training.epochs == 3 and exp.training.batch_size == 4 and exp.training.grad_accum == 8
         assert exp.resources.gpus_per_worker >= 1 and exp.resources.max_concurrent_trials * \
             exp.resources.gpus_per_worker * exp.resources.workers_per_trial <= 8, path.name
         assert exp.cost.price_per_device_hour > 0 and exp.cost.effective_tflops >= 10 and exp.cost.device != "cpu"
         trials = plan(exp)
-        assert {t.seed for t in trials} == {42, 666, 2408}
+        assert {t.seed for t in trials} | {s for g in groups for s in g.seeds} == {42, 666, 2408}
     assert models == {"meta-llama/Llama-3.2-1B-Instruct", "meta-llama/Llama-3.1-8B-Instruct"}
 
     from mlora_core.p_schedule import SCHEDULES

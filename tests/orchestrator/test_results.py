@@ -62,6 +62,14 @@ def test_the_lr_with_the_best_mean_over_seeds_is_chosen_per_curve_on_validation_
     assert aggregate(trials[:1] + [mat(0, {1: 0.5, 4: 0.5}, lr=3e-3)]).selected_on == "test"  # one lacks validation
 
 
+def test_a_searched_arm_is_chosen_on_its_first_seed_and_reported_over_all():
+    # samples at three lrs on seed 0; the chosen one (3e-3) also ran seeds 1 and 2
+    trials = [lora(4, 0, {4: acc}, 1.0, lr=lr) for lr, acc in ((1e-3, 0.5), (3e-3, 0.7), (1e-2, 0.6))]
+    trials += [lora(4, s, {4: acc}, 1.0, lr=3e-3) for s, acc in ((1, 0.8), (2, 0.9))]
+    c = aggregate(trials).arms["lora-r4"].curves["truncate"]
+    assert c.lr == 3e-3 and len(c.trial_ids) == 3 and c.mean == (pytest.approx(0.8),)
+
+
 def test_each_rule_gets_its_own_curve_and_lr():
     trials = [_trial("matryoshka-summed-diag-r4", "matryoshka", 4, 0,
                      {"truncate": {1: 0.1 if lr == 1e-3 else 0.0, 4: 0.1}, "svd": {1: 0.3 if lr == 3e-3 else 0.2, 4: 0.9}},
