@@ -86,6 +86,11 @@ class _Arm:
         if spec.trial_id in known or spec.trial_id in {t.trial_id for t in self.todo}:
             return
         if spec.seed == self.group.seeds[0]:
+            # the restored study has not drawn this sample yet: draw it and drop it (its draw is what
+            # ran, or what would have, had the history matched), so its random state moves on as it
+            # did before the restore and the next sample is new, not this one again
+            self.study.suggest(self.key(spec.sample))
+            self.study.on_trial_complete(self.key(spec.sample), None, error=True)
             self.samples[spec.sample] = spec
             if finished:
                 self.complete(spec, score, error=score is None)
@@ -137,7 +142,9 @@ class SweepSearcher(Searcher):
             return
         known = {t.trial_id for t in self._issued.values()} | {t.trial_id for a in self._arms.values()
                                                                for t in a.samples.values()}
-        for run in tracking.trial_runs(self._ctx["tracking_uri"], self._ctx["parent_run_id"]):
+        runs = tracking.trial_runs(self._ctx["tracking_uri"], self._ctx["parent_run_id"])
+        sample = lambda r: int(r.data.params.get("sample", "-")) if r.data.params.get("sample", "-") != "-" else -1  # noqa: E731
+        for run in sorted(runs, key=sample):   # in sample order: each adoption replays one draw
             p = run.data.params
             if p.get("arm") not in self._arms or p.get("sample", "-") == "-":
                 continue

@@ -60,16 +60,17 @@ def test_the_sampler_seed_makes_the_search_reproducible():
 
 
 def test_restore_adopts_the_runs_mlflow_has_and_the_checkpoint_does_not(tmp_path):
-    exp = experiment()
+    exp = experiment(num_samples=4)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     exp_id, parent = tracking.start_sweep_run(uri, "s", "sweep", {}, {})
     ctx = {"tracking_uri": uri, "parent_run_id": parent}
     s = searcher(exp, ctx)
     for i in range(3):
         s.suggest(f"g{i}")
-    first = s.suggest("o0")["spec"]
+    s.suggest("o0")
     s.save(str(tmp_path / "ckpt"))          # Tune checkpoints here, knowing only sample 0...
     later = [s.suggest("o1")["spec"], s.suggest("o2")["spec"]]   # ...then hands out two more and dies
+    uninterrupted = s.suggest("o3")["spec"]                         # (what it would have drawn next)
     group = search_groups(exp)[0]
     # in MLflow: sample 1 finished (with its validation score), sample 2 still RUNNING
     for spec, finished in ((later[0], True), (later[1], False)):
@@ -83,12 +84,13 @@ def test_restore_adopts_the_runs_mlflow_has_and_the_checkpoint_does_not(tmp_path
     restored.restore(str(tmp_path / "ckpt"))
     again = restored.suggest("new0")["spec"]
     assert again["trial_id"] == later[1]["trial_id"]      # the unfinished one runs again, as itself
-    assert restored.suggest("wait") is None               # sample 1 is adopted, not re-run; 0 and 2 pending
-    restored.on_trial_complete("o0", {METRIC: 0.3})
-    restored.on_trial_complete("new0", {METRIC: 0.5})
+    fresh = restored.suggest("new1")["spec"]              # sample 1 is adopted, not re-run: next is sample 3,
+    assert fresh["sample"] == 3 and fresh["lr"] == uninterrupted["lr"]   # the draw it would have had
+    assert restored.suggest("wait") is None
+    for tid, score in (("o0", 0.3), ("new0", 0.5), ("new1", 0.1)):
+        restored.on_trial_complete(tid, {METRIC: score})
     repeats = [restored.suggest("r0")["spec"], restored.suggest("r1")["spec"]]
     assert {x["lr"] for x in repeats} == {later[0]["lr"]}    # the adopted sample (0.8) is the best
-    assert first["sample"] == 0
 
 
 def test_config_errors_for_search():
