@@ -7,7 +7,6 @@ callbacks, results through the returned RunResult and files in `output_dir`.
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -159,7 +158,3 @@ def run(config: RunConfig, output_dir: str | Path, *, callback: Callable[[dict],
             [f"test {rule:<8} {c}" for rule, c in curves.items()]
         quiet("rank curves\n  " + "\n  ".join(lines) + f"\ncost        {cost}")
     return out
-
-
-def load_result(output_dir: str | Path) -> dict:
-    return json.loads((Path(output_dir) / "result.json").read_text())

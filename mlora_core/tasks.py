@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import random
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -149,10 +149,6 @@ class TokenizedData:
     input_ids: list[list[int]]
     labels: list[list[int]]
     truncated: int = 0               # examples cut at max_length (reported, never silent)
-    n_tokens: int = field(init=False)
-
-    def __post_init__(self):
-        self.n_tokens = sum(len(x) for x in self.input_ids)
 
 
 def tokenize(tokenizer, examples: list[Example], max_length: int) -> TokenizedData:

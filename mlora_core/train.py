@@ -13,7 +13,7 @@ import math
 import random
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -102,7 +102,6 @@ class TrainResult:
     seconds: float
     truncated_examples: int
     resumed_from: int = 0
-    history: list[dict] = field(default_factory=list)
 
 
 def _adapter_params(model) -> dict[str, torch.nn.Parameter]:
@@ -222,7 +221,7 @@ def train(model, data: TokenizedData, config: TrainConfig, pad_id: int, *,
         p_rows = torch.zeros(config.batch_size, adapter.rank, device=device, dtype=params[0].dtype)
         set_example_p(model, p_rows)
 
-    start, losses, tokens, flops, history = 0, [], 0, 0.0, []
+    start, losses, tokens, flops = 0, [], 0, 0.0
     if resume_from is not None:
         state = load_checkpoint(Path(resume_from), model, optimizer, rank_rng)
         start, losses, tokens, flops = state["step"], state["losses"], state["tokens"], state["flops"]
@@ -265,7 +264,6 @@ def train(model, data: TokenizedData, config: TrainConfig, pad_id: int, *,
             model.eval()
             metrics["val_loss"] = validate()
             model.train()
-        history.append(metrics)
         if callback is not None:
             callback(metrics)
         if bar is not None:
@@ -286,7 +284,7 @@ def train(model, data: TokenizedData, config: TrainConfig, pad_id: int, *,
     if p_rows is not None:
         set_example_p(model, None)
     model.eval()
-    return TrainResult(total, losses, tokens, flops, time.perf_counter() - t0, data.truncated, start, history)
+    return TrainResult(total, losses, tokens, flops, time.perf_counter() - t0, data.truncated, start)
 
 
 def latest_checkpoint(checkpoint_dir: str | Path) -> Path | None:

@@ -216,9 +216,10 @@ def _one_run_html(result: SweepResult) -> str:
                     f"<td>{_fmt(e['aurac'])} &plusmn; {_fmt(e['aurac_std'])}</td>"
                     f"<td>{_fmt(e['aurac_share'] and 100 * e['aurac_share'], '.0f')}%</td>"
                     f"<td>{_fmt(e['flops_share'] and 100 * e['flops_share'], '.0f')}%</td>"
-                    f"<td>{_fmt(e['cost_share'] and 100 * e['cost_share'], '.0f')}%</td><td>{e['paid_off']}</td></tr>")
+                    f"<td>{_fmt(e['cost_share'] and 100 * e['cost_share'], '.0f')}%</td>"
+                    f"<td>{html.escape(e['outcome'])}</td></tr>")
     return (f"<table><tr><th>one run [rule]</th><th>lr</th><th>seeds</th>{head}<th>AURAC</th><th>of envelope</th>"
-            f"<th>FLOPs of grid</th><th>device-h of grid</th><th>paid off</th></tr>{''.join(body)}</table>")
+            f"<th>FLOPs of grid</th><th>device-h of grid</th><th>against the grid</th></tr>{''.join(body)}</table>")
 
 
 def _runs_table(result: SweepResult, ranks: list[int]) -> str:

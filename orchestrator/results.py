@@ -18,7 +18,8 @@ The choices, each made here once:
   - recommended: the smallest rank holding a candidate within `tolerance` of the best accuracy
     anywhere, and the cheapest such candidate there (what the registry registers)
   - best Matryoshka: the Matryoshka curve with the highest AURAC; it "paid off" when it costs less
-    than the grid (FLOPs) and is within `tolerance` of the envelope at every rank ("partly": some)
+    than the grid (FLOPs) and is within `tolerance` of the envelope (or above) at every rank
+    ("partly": at some ranks)
 """
 from __future__ import annotations
 
@@ -307,8 +308,14 @@ def _against_grid(arm: Arm, curve: Curve, env: dict[int, float], grid: dict, tol
         e_sub = aurac(common, [env[k] for k in common])
         entry["aurac_share"] = aurac(common, [curve.at(k) for k in common]) / e_sub if e_sub else None
     cheaper = entry["flops_share"] is not None and entry["flops_share"] < 1   # FLOPs: load-independent
-    entry["paid_off"] = ("yes" if cheaper and common and len(entry["within"]) == len(common) else
-                         "partly" if cheaper and entry["within"] else "no")
+    everywhere = bool(common) and len(entry["within"]) == len(common)
+    entry["paid_off"] = "yes" if cheaper and everywhere else "partly" if cheaper and entry["within"] else "no"
+    entry["outcome"] = (
+        "pays off: as good as the grid at every rank, for less compute" if cheaper and everywhere else
+        f"pays off at ranks {entry['within']} only (cheaper than the grid)" if cheaper and entry["within"] else
+        "no cheaper than the grid, though as good at every rank" if everywhere else
+        "does not pay off: no cheaper than the grid, and worse at some rank" if not cheaper else
+        "does not pay off: cheaper, but worse than the grid at every rank")
     return entry
 
 
@@ -411,9 +418,8 @@ def verdict_lines(result: SweepResult) -> list[str]:
         lines.append(f"best Matryoshka: {m['label']} (objective {m['objective']}, budget x{m['budget']}, lr "
                      f"{m['lr']:.1e}): AURAC {m['aurac']:.3f}{spread} = {_pct(m['aurac_share'])} of the grid "
                      f"envelope's, for {_pct(m['flops_share'])} of the grid's FLOPs ({_pct(m['cost_share'])} of its "
-                     f"device-hours; {result.grid['runs']} run{'s' if result.grid['runs'] != 1 else ''}); "
-                     f"paid off: {m['paid_off']}"
-                     + (f" (within {result.tolerance:g} of the grid at ranks {m['within']})" if m["within"] else ""))
+                     f"device-hours; {result.grid['runs']} run{'s' if result.grid['runs'] != 1 else ''}): "
+                     f"{m['outcome']} (within {result.tolerance:g} of the grid: ranks {m['within'] or 'none'})")
     if result.recommended is not None:
         r = result.recommended
         lines.append(f"recommended: rank {r.rank}, {r.label} ({r.accuracy:.3f}; the smallest rank within "

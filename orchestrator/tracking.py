@@ -11,7 +11,7 @@ import math
 import tempfile
 from pathlib import Path
 
-from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 from .metrics import trial_metrics
@@ -126,9 +126,5 @@ def metric_history(tracking_uri: str, run_id: str, key: str) -> list[tuple[int, 
     return [(m.step, m.value) for m in client(tracking_uri).get_metric_history(run_id, key)]
 
 
-def run_status(tracking_uri: str, run_id: str) -> str:
-    return client(tracking_uri).get_run(run_id).info.status
-
-
 __all__ = ["start_sweep_run", "trial_run", "log_trial_result", "fail_trial", "end_sweep_run", "trial_runs",
-           "metric_history", "run_status", "client", "RunStatus", "RunTag"]
+           "metric_history", "client"]

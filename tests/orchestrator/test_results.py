@@ -94,8 +94,10 @@ def test_paid_off_when_cheaper_and_within_tolerance_at_every_rank():
     trials = [mat(0, {1: 0.45, 4: 0.9}, hours=1.0), lora(1, 0, {1: 0.45}, 1.0), lora(4, 0, {1: 0.0, 4: 0.905}, 1.0)]
     m = aggregate(trials, tolerance=0.01).best_matryoshka
     assert m["within"] == [1, 4] and m["paid_off"] == "yes" and m["cost_share"] == pytest.approx(0.5)
+    assert m["outcome"] == "pays off: as good as the grid at every rank, for less compute"
     trials[0] = mat(0, {1: 0.45, 4: 0.9}, hours=2.5)                       # as good, but dearer than the grid
-    assert aggregate(trials, tolerance=0.01).best_matryoshka["paid_off"] == "no"
+    m = aggregate(trials, tolerance=0.01).best_matryoshka
+    assert m["paid_off"] == "no" and m["outcome"] == "no cheaper than the grid, though as good at every rank"
 
 
 def test_cost_frontier_grows_the_grid_and_marks_the_pareto_front():
