@@ -135,7 +135,8 @@ def load_examples(config: TaskConfig) -> list[Example]:
     if config.holdout:
         if config.holdout >= len(examples):
             raise ValueError(f"task {config.name} ({config.split}): a validation holdout of {config.holdout} "
-                             f"leaves nothing of its {len(examples)} examples to train on")
+                             f"leaves nothing of its {len(examples)} examples to train on "
+                             f"(set tasks.val.n lower, or tasks.val.split)")
         random.Random(HOLDOUT_SEED).shuffle(examples)
         examples = examples[:config.holdout] if config.held_out else examples[config.holdout:]
     random.Random(config.seed).shuffle(examples)

@@ -67,7 +67,8 @@ def tiny_experiment(model_dir: Path, data_dir: Path, out: Path, **overrides) -> 
         "name": "t",
         "model": str(model_dir),
         "tasks": {"train": {"name": "platypus", "path": str(data_dir), "split": "train"},
-                  "eval": {"name": "platypus", "path": str(data_dir), "split": "test"}},
+                  "eval": {"name": "platypus", "path": str(data_dir), "split": "test"},
+                  "val": {"n": 8}},   # held out of the 48 training rows
         "adapter": {"rank": 4, "target_modules": ["q_proj", "v_proj"]},
         "arms": {"matryoshka": {}, "lora": {"ranks": [1, 4]}},
         "lrs": [1e-2],
