@@ -2,33 +2,21 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from mlora_core import aurac
 from orchestrator import tracking
 
-from .conftest import ROOT, cli_env, mlora, tiny_experiment, write_yaml
+from .conftest import kill_when, mlora, runs_by_trial, start_sweep, tiny_experiment, write_yaml
 
 pytestmark = pytest.mark.slow
 
 
 def sweep_state(out: Path) -> dict:
     return json.loads((out / "sweep.json").read_text())
-
-
-def runs_by_trial(out: Path) -> dict[str, list]:
-    state = sweep_state(out)
-    by_trial: dict[str, list] = {}
-    for r in tracking.trial_runs(state["tracking_uri"], state["parent_run_id"]):
-        by_trial.setdefault(r.data.tags["mlora.trial_id"], []).append(r)
-    return by_trial
 
 
 def test_sweep_end_to_end_logs_one_nested_run_per_trial(tiny_sweep):
@@ -62,6 +50,45 @@ def test_sweep_end_to_end_logs_one_nested_run_per_trial(tiny_sweep):
     parent = client.get_run(state["parent_run_id"])
     assert parent.info.status == "FINISHED"
 
+    # one worker per trial (execution: auto): each trial trained in its own Tune trial process,
+    # which Ray reused for the next trial (4 trials, 2 at a time), with no Ray Train run at all
+    pids = {(out / "trials" / tid / "worker-0.pid").read_text() for tid in planned}
+    assert 1 <= len(pids) < len(planned), pids
+    assert not (out / "ray" / "train").exists()
+    # its checkpoints went to the sweep's storage path, as safetensors + JSON only (never a pickle)
+    stored = list((out / "ray" / "tune").glob("*/checkpoint_*"))
+    assert len(stored) >= len(planned)
+    files = [f for c in stored for f in c.rglob("*") if f.is_file()]
+    assert {f.suffix for f in files} == {".safetensors", ".json"}, sorted({f.name for f in files})
+
+
+def test_trials_sharing_a_process_equal_direct_runs(tiny_sweep, tmp_path):
+    """A trial that trained in a process an earlier trial had used (reuse_actors) inherits
+    nothing from it: its loss curve and rank curve equal a fresh direct run's, exactly."""
+    from mlora_core.run import run
+    from orchestrator.config import Experiment
+    from orchestrator.plan import TrialSpec, run_config
+
+    out, state, _ = tiny_sweep
+    pid = lambda tid: (out / "trials" / tid / "worker-0.pid").read_text()  # noqa: E731
+    by_start = sorted(((r.info.start_time, tid) for tid, (r,) in runs_by_trial(out).items()))
+    first_in_process = {}
+    for _, tid in by_start:
+        first_in_process.setdefault(pid(tid), tid)
+    later = [tid for _, tid in by_start if first_in_process[pid(tid)] != tid]
+    assert later, "no trial reused a process"
+    exp = Experiment.model_validate(state["experiment"])
+    specs = {t["trial_id"]: TrialSpec(**{k: v for k, v in t.items() if k != "trial_id"}) for t in state["trials"]}
+    threads = torch.get_num_threads()  # run() sets the trial's thread count in this process
+    try:
+        directs = {tid: run(run_config(exp, specs[tid]), tmp_path / tid, log=lambda *_: None) for tid in later}
+    finally:
+        torch.set_num_threads(threads)
+    for tid, direct in directs.items():
+        swept = json.loads((out / "trials" / tid / "result.json").read_text())
+        assert swept["losses"] == list(direct.losses), tid
+        assert swept["curve"]["accuracy"] == list(direct.curve.accuracy), tid
+
 
 def test_trial_with_two_ddp_workers(tiny_model_dir, platypus_files, tmp_path):
     out = tmp_path / "out"
@@ -81,31 +108,27 @@ def test_trial_with_two_ddp_workers(tiny_model_dir, platypus_files, tmp_path):
     result = json.loads(Path(tracking.client(sweep_state(out)["tracking_uri"]).download_artifacts(
         run.info.run_id, "result.json", str(tmp_path))).read_text())
     assert result["world_size"] == 2, result.keys()
+    # DDP stays on Ray Train (execution: auto): a worker group of two processes, Train's checkpoints
+    trial_dir = out / "trials" / "lora-r2-lr1e-02-s0"
+    assert (trial_dir / "worker-0.pid").read_text() != (trial_dir / "worker-1.pid").read_text()
+    assert any((out / "ray" / "train" / "lora-r2-lr1e-02-s0").glob("checkpoint_*"))
 
 
-
-def test_interrupted_sweep_resumes_without_rerunning_or_duplicating(tiny_model_dir, platypus_files, tmp_path):
+@pytest.mark.parametrize("execution", ["tune", "train"])
+def test_interrupted_sweep_resumes_without_rerunning_or_duplicating(execution, tiny_model_dir, platypus_files,
+                                                                     tmp_path):
     out = tmp_path / "out"
     exp = tiny_experiment(tiny_model_dir, platypus_files, out, arms={"matryoshka": {}, "lora": {"ranks": [1, 4]}},
-                          resources={"workers_per_trial": 1, "cpus_per_worker": 1, "max_concurrent_trials": 1})
+                          resources={"workers_per_trial": 1, "cpus_per_worker": 1, "max_concurrent_trials": 1,
+                                     "execution": execution})
     cfg = write_yaml(tmp_path / "exp.yaml", exp)
+
+    def first_finished():
+        if (out / "sweep.json").is_file():
+            return [r for rs in runs_by_trial(out).values() for r in rs if r.info.status == "FINISHED"]
     # run the sweep as a user would, and kill it (driver + local Ray) once the first trial finished
-    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "sweep", str(cfg)], cwd=ROOT,
-                            env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    finished: list = []
-    try:
-        deadline = time.time() + 300
-        while time.time() < deadline and proc.poll() is None:
-            if (out / "sweep.json").is_file():
-                finished = [r for rs in runs_by_trial(out).values() for r in rs if r.info.status == "FINISHED"]
-                if finished:
-                    break
-            time.sleep(1)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    assert len(finished) >= 1, "no trial finished before the deadline"
+    finished = kill_when(start_sweep(cfg), first_finished, timeout=300, poll=1)
+    assert finished, "no trial finished before the deadline"
     before = {tid: [r.info for r in rs] for tid, rs in runs_by_trial(out).items()}
     assert len(before) < 3 or any(i[0].status != "FINISHED" for i in before.values())
 
