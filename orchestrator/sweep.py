@@ -21,6 +21,7 @@ import os
 import shutil
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from mlora_core.io import read_json, write_json
@@ -183,8 +184,12 @@ def _trainer_class():
 # default and a worker's result queue holds one report, so a report made before the last one
 # was polled blocks training. Reports come every ~2% of a trial (worker_loop), so a 1 s poll
 # never blocks, while 0.25 s polling cost ~5% of a core per trial on a 2-core machine.
+# Tune (driver): a trial that checkpoints num_to_keep times forces an experiment-state snapshot,
+# which keeps a restore consistent with the checkpoints Tune deleted; that is intended here, so
+# not the warning that short trials checkpointing often print about it.
 RAY_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "1.0", "RAY_AIR_NEW_OUTPUT": "0", "RAY_CHDIR_TO_TRIAL_DIR": "0",
-           "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
+           "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1",
+           "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0"}
 # Only on a local Ray that this command starts itself: no spot preemption to watch for (one
 # actor less per trial) and no Prometheus/dashboard to feed Train metrics to (dashboard off).
 # On a cluster (RAY_ADDRESS, `ray job submit`) Ray's defaults stay.
@@ -209,10 +214,13 @@ def _init_ray(num_cpus_hint: int) -> None:
         ray.init(runtime_env={"env_vars": env}, log_to_driver=verbose, logging_level="WARNING")
     else:  # a local one, no dashboard. Note: Ray maps a loopback node IP to the host's address
         # and its gRPC services listen on all interfaces; Ray's token auth (default) guards them.
-        env.update({k: os.environ.get(k, v) for k, v in LOCAL_RAY_ENV.items()})  # a user's setting wins
+        # Its processes inherit this process's environment, so no runtime_env: with one, Ray did
+        # not hand the workers it prestarts at init to the first trials (it started new ones,
+        # +3.5 s before the first two trials could begin, measured on 2 busy cores).
+        for k, v in LOCAL_RAY_ENV.items():
+            os.environ.setdefault(k, v)  # a user's setting wins
         ray.init(num_cpus=max(num_cpus_hint, os.cpu_count() or 1), include_dashboard=False,
-                 log_to_driver=verbose, logging_level="WARNING", _node_ip_address="127.0.0.1",
-                 runtime_env={"env_vars": env})
+                 log_to_driver=verbose, logging_level="WARNING", _node_ip_address="127.0.0.1")
 
 
 def _job_config() -> dict:
@@ -258,6 +266,22 @@ def _reporter(n_trials: int):
                        max_report_frequency=30, max_progress_rows=max(20, n_trials), max_column_length=40)
 
 
+def _start_tracking(exp: Experiment, out: Path, uri: str, trials: list[TrialSpec], config_path: str | None,
+                    job: str, default_store: bool) -> dict:
+    """A new sweep: its MLflow parent run, then sweep.json (what --resume reads back)."""
+    exp_id, parent = tracking.start_sweep_run(
+        uri, exp.tracking.experiment or exp.name, f"sweep-{time.strftime('%Y%m%d-%H%M%S')}",
+        params={"model": exp.model, "trials": len(trials), "config": config_path or "-"},
+        tags={"mlora.config": json.dumps(exp.model_dump(mode="json"))[:5000], "ray.submission_id": job},
+        artifact_location=(out / "mlartifacts").as_uri() if default_store else None)
+    state = {"tracking_uri": uri, "experiment_id": exp_id, "parent_run_id": parent,
+             "experiment": exp.model_dump(mode="json"), "trials": [t.as_dict() for t in trials]}
+    write_json(out / SWEEP_FILE, state)
+    if config_path:
+        shutil.copy2(config_path, out / "experiment.yaml")
+    return state
+
+
 def run_sweep(exp: Experiment, config_path: str | None = None, resume: bool = False, overwrite: bool = False,
               tracking_uri: str | None = None, output_dir: str | None = None) -> int:
     from ray import tune
@@ -269,22 +293,16 @@ def run_sweep(exp: Experiment, config_path: str | None = None, resume: bool = Fa
     uri = (state or {}).get("tracking_uri") or tracking_uri or exp.tracking_uri
     trials = plan(exp)
     job = submission_id()  # the `ray job submit` id, or '': tagged on the sweep and every trial run
-    if state is None:
+    res = exp.resources
+    with ThreadPoolExecutor(1) as pool:
+        # a new sweep's MLflow store is set up (SQLite schema migrations, parent run: ~4 s of
+        # Python) while this thread mostly waits for Ray's processes to come up (~5-12 s)
         default_store = exp.tracking.uri is None and tracking_uri is None
-        exp_id, parent = tracking.start_sweep_run(
-            uri, exp.tracking.experiment or exp.name, f"sweep-{time.strftime('%Y%m%d-%H%M%S')}",
-            params={"model": exp.model, "trials": len(trials), "config": config_path or "-"},
-            tags={"mlora.config": json.dumps(exp.model_dump(mode="json"))[:5000], "ray.submission_id": job},
-            artifact_location=(out / "mlartifacts").as_uri() if default_store else None)
-        state = {"tracking_uri": uri, "experiment_id": exp_id, "parent_run_id": parent,
-                 "experiment": exp.model_dump(mode="json"), "trials": [t.as_dict() for t in trials]}
-        write_json(out / SWEEP_FILE, state)
-        if config_path:
-            shutil.copy2(config_path, out / "experiment.yaml")
+        started = None if state else pool.submit(_start_tracking, exp, out, uri, trials, config_path, job, default_store)
+        _init_ray(res.max_concurrent_trials * res.workers_per_trial * int(max(1, res.cpus_per_worker)))
+        state = state if started is None else started.result()
     print(f"sweep {exp.name}: {len(trials)} trials -> {out}\nMLflow: {uri} (parent run {state['parent_run_id']})",
           flush=True)
-    res = exp.resources
-    _init_ray(res.max_concurrent_trials * res.workers_per_trial * int(max(1, res.cpus_per_worker)))
     ctx = {"experiment": state["experiment"], "output_dir": str(out), "tracking_uri": uri,
            "experiment_id": state["experiment_id"], "parent_run_id": state["parent_run_id"],
            "storage_path": str(out / "ray"), "submission_id": job}
