@@ -148,7 +148,8 @@ def main() -> None:
             record("sweep_overhead", "5. Ray sweep wall, execution: train (TorchTrainer) / direct wall",
                    train["seconds"] / direct, "reported", execution="train", ray_seconds=train["seconds"],
                    direct_seconds=direct, ray_startup_per_trial_s=train["startup_per_trial_s"],
-                   fixed_s=train["seconds"] - train["runs_span_s"], **{k: v for k, v in train.items() if k != "seconds"},
+                   fixed_s=train["seconds"] - train["runs_span_s"],
+                   **{k: v for k, v in train.items() if k != "seconds"},
                    **common)
             print(f"{'   start-up per trial, execution: train (s)':<58} {train['startup_per_trial_s']:8.1f}"
                   f"   ({train['inside_run_s']:.1f} + {train['slot_gap_s']:.1f})")

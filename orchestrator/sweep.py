@@ -122,7 +122,8 @@ def _record_outcome(uri: str, run_id: str, payload: dict, adapter_dir: str | Non
     if "error" in payload:
         tracking.fail_trial(uri, run_id, payload["error"])
     else:
-        tracking.log_trial_result(uri, run_id, payload, adapter_dir if adapter_dir and Path(adapter_dir).is_dir() else None)
+        has_adapter = bool(adapter_dir) and Path(adapter_dir).is_dir()
+        tracking.log_trial_result(uri, run_id, payload, adapter_dir if has_adapter else None)
 
 
 def _train_with_torch_trainer(cfg: dict, spec: TrialSpec, ctx: dict, res, record) -> None:
@@ -298,7 +299,8 @@ def run_sweep(exp: Experiment, config_path: str | None = None, resume: bool = Fa
         # a new sweep's MLflow store is set up (SQLite schema migrations, parent run: ~4 s of
         # Python) while this thread mostly waits for Ray's processes to come up (~5-12 s)
         default_store = exp.tracking.uri is None and tracking_uri is None
-        started = None if state else pool.submit(_start_tracking, exp, out, uri, trials, config_path, job, default_store)
+        started = None if state else pool.submit(_start_tracking, exp, out, uri, trials, config_path, job,
+                                                 default_store)
         _init_ray(res.max_concurrent_trials * res.workers_per_trial * int(max(1, res.cpus_per_worker)))
         state = state if started is None else started.result()
     print(f"sweep {exp.name}: {len(trials)} trials -> {out}\nMLflow: {uri} (parent run {state['parent_run_id']})",

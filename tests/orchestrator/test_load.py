@@ -35,9 +35,10 @@ def test_sixty_short_trials_survive_a_driver_kill_and_resume(tiny_model_dir, pla
             done = [r for rs in runs_by_trial(out).values() for r in rs if r.info.status == "FINISHED"]
             return done if len(done) >= n // 3 else None
     t0 = time.monotonic()
-    before = kill_when(start_sweep(cfg), finished_a_third, timeout=600, poll=1)
+    proc = start_sweep(cfg)
+    before = kill_when(proc, finished_a_third, timeout=600, poll=1)
     killed_at = time.monotonic() - t0
-    assert before, "a third of the trials did not finish before the deadline"
+    assert before, f"a third of the trials did not finish (exit code {proc.returncode}; -9 = killed at the deadline)"
     started = runs_by_trial(out)
     assert len(started) < n  # killed mid-sweep
 

@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -68,6 +67,37 @@ def test_killed_training_process_restarts_from_checkpoint_and_continues_its_run(
     assert result["curve"]["accuracy"] == pytest.approx(undisturbed["curve"]["accuracy"], rel=1e-2)
 
 
+def test_trial_killed_with_no_retry_left_is_failed_not_left_running(tiny_model_dir, platypus_files, tmp_path):
+    """Tune path, max_failures 0: the killed trial process cannot mark its own run, so the sweep
+    does (FAILED, with Ray's reason), counts it (exit 1) and reports it."""
+    out = tmp_path / "out"
+    training = {"steps": 60, "batch_size": 4, "max_length": 96, "warmup_steps": 1, "checkpoint_every": 5}
+    exp = tiny_experiment(tiny_model_dir, platypus_files, out, arms={"lora": {"ranks": [2]}}, training=training,
+                          resources={"workers_per_trial": 1, "cpus_per_worker": 1, "max_concurrent_trials": 1,
+                                     "max_failures": 0})
+    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "sweep", str(write_yaml(tmp_path / "e.yaml",
+                                                                                                exp))],
+                            cwd=ROOT, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    trial_dir = out / "trials" / "lora-r2-lr1e-02-s0"
+    killed = None
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if (trial_dir / "worker-0.pid").is_file() and any((trial_dir / "checkpoints").glob("step_*")):
+            killed = int((trial_dir / "worker-0.pid").read_text())
+            os.kill(killed, signal.SIGKILL)
+            break
+        time.sleep(0.05)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert killed is not None, "never saw the trial's first checkpoint"
+    assert proc.returncode == 1, stdout[-3000:] + stderr[-3000:]
+    assert "1 of 1 trials failed: lora-r2-lr1e-02-s0" in stderr
+    (run,) = runs_by_trial(out)["lora-r2-lr1e-02-s0"]
+    assert run.info.status == "FAILED" and run.data.tags["mlora.error"]
+    assert int((trial_dir / "worker-0.pid").read_text()) == killed  # no retry started another process
+    report = json.loads((out / "report" / "report.json").read_text())
+    assert [f["trial_id"] for f in report["failed"]] == ["lora-r2-lr1e-02-s0"]
+
+
 @pytest.mark.parametrize("execution", ["tune", "train"])
 def test_diverging_and_crashing_trials_are_isolated(execution, tiny_model_dir, platypus_files, tmp_path):
     out = tmp_path / "out"
@@ -75,7 +105,8 @@ def test_diverging_and_crashing_trials_are_isolated(execution, tiny_model_dir, p
                           arms={"matryoshka": {},                                  # fine
                                 "lora": {"ranks": [4], "lrs": [1e6]},              # diverges
                                 "dylora": {"target_modules": ["no_such_proj"]}},   # crashes in add_adapters
-                          resources={"workers_per_trial": 1, "cpus_per_worker": 1, "max_concurrent_trials": 2,
+                          # all three at once (one start-up wave; Ray is given 3 CPUs on 2 cores)
+                          resources={"workers_per_trial": 1, "cpus_per_worker": 1, "max_concurrent_trials": 3,
                                      "max_failures": 1, "execution": execution})
     proc = mlora("sweep", write_yaml(tmp_path / "exp.yaml", exp))
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]

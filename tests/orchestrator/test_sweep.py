@@ -90,45 +90,23 @@ def test_trials_sharing_a_process_equal_direct_runs(tiny_sweep, tmp_path):
         assert swept["curve"]["accuracy"] == list(direct.curve.accuracy), tid
 
 
-def test_trial_with_two_ddp_workers(tiny_model_dir, platypus_files, tmp_path):
-    out = tmp_path / "out"
-    exp = tiny_experiment(tiny_model_dir, platypus_files, out, arms={"lora": {"ranks": [2]}},
-                          resources={"workers_per_trial": 2, "cpus_per_worker": 1, "max_concurrent_trials": 1})
-    proc = mlora("sweep", write_yaml(tmp_path / "exp.yaml", exp))
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    by_trial = runs_by_trial(out)
-    assert list(by_trial) == ["lora-r2-lr1e-02-s0"]
-    (run,) = by_trial["lora-r2-lr1e-02-s0"]
-    assert run.info.status == "FINISHED"
-    assert run.data.params["workers"] == "2"
-    assert run.data.metrics["devices"] == 2
-    # each worker trained on its shard of every batch: 2 workers x 6 steps x 4 rows of tokens
-
-    assert run.data.metrics["train_tokens"] > 0
-    result = json.loads(Path(tracking.client(sweep_state(out)["tracking_uri"]).download_artifacts(
-        run.info.run_id, "result.json", str(tmp_path))).read_text())
-    assert result["world_size"] == 2, result.keys()
-    # DDP stays on Ray Train (execution: auto): a worker group of two processes, Train's checkpoints
-    trial_dir = out / "trials" / "lora-r2-lr1e-02-s0"
-    assert (trial_dir / "worker-0.pid").read_text() != (trial_dir / "worker-1.pid").read_text()
-    assert any((out / "ray" / "train" / "lora-r2-lr1e-02-s0").glob("checkpoint_*"))
-
-
-@pytest.mark.parametrize("execution", ["tune", "train"])
-def test_interrupted_sweep_resumes_without_rerunning_or_duplicating(execution, tiny_model_dir, platypus_files,
+@pytest.mark.parametrize("workers", [1, 2], ids=["tune-path", "train-path-ddp"])
+def test_interrupted_sweep_resumes_without_rerunning_or_duplicating(workers, tiny_model_dir, platypus_files,
                                                                      tmp_path):
+    """Both paths (execution: auto): one worker per trial trains in the Tune trial's process; two
+    DDP workers per trial train as a Ray Train worker group (the DDP checks are at the end)."""
     out = tmp_path / "out"
     exp = tiny_experiment(tiny_model_dir, platypus_files, out, arms={"matryoshka": {}, "lora": {"ranks": [1, 4]}},
-                          resources={"workers_per_trial": 1, "cpus_per_worker": 1, "max_concurrent_trials": 1,
-                                     "execution": execution})
+                          resources={"workers_per_trial": workers, "cpus_per_worker": 1, "max_concurrent_trials": 1})
     cfg = write_yaml(tmp_path / "exp.yaml", exp)
 
     def first_finished():
         if (out / "sweep.json").is_file():
             return [r for rs in runs_by_trial(out).values() for r in rs if r.info.status == "FINISHED"]
     # run the sweep as a user would, and kill it (driver + local Ray) once the first trial finished
-    finished = kill_when(start_sweep(cfg), first_finished, timeout=300, poll=1)
-    assert finished, "no trial finished before the deadline"
+    proc = start_sweep(cfg)
+    finished = kill_when(proc, first_finished, timeout=300, poll=1)
+    assert finished, f"no trial finished (the sweep's exit code: {proc.returncode}; -9 = killed at the deadline)"
     before = {tid: [r.info for r in rs] for tid, rs in runs_by_trial(out).items()}
     assert len(before) < 3 or any(i[0].status != "FINISHED" for i in before.values())
 
@@ -149,3 +127,16 @@ def test_interrupted_sweep_resumes_without_rerunning_or_duplicating(execution, t
         (now,) = after[run.data.tags["mlora.trial_id"]]
         assert now.info.end_time == run.info.end_time
         assert len(client.get_metric_history(now.info.run_id, "train_loss")) == 6
+
+    trial_dirs = [out / "trials" / tid for tid in after]
+    if workers == 1:  # trained in the Tune trial's own process; checkpoints in Tune's storage
+        assert not (out / "ray" / "train").exists() and any((out / "ray" / "tune").glob("*/checkpoint_*"))
+        assert all(not (d / "worker-1.pid").exists() for d in trial_dirs)
+        return
+    # DDP: a Ray Train worker group of two processes per trial, each on its shard of every batch
+    for tid, (run,) in after.items():
+        assert run.data.params["workers"] == "2" and run.data.metrics["devices"] == 2
+        trial_dir = out / "trials" / tid
+        assert json.loads((trial_dir / "result.json").read_text())["world_size"] == 2
+        assert (trial_dir / "worker-0.pid").read_text() != (trial_dir / "worker-1.pid").read_text()
+        assert any((out / "ray" / "train" / tid).glob("checkpoint_*"))
