@@ -45,7 +45,7 @@ def test_killed_training_process_restarts_from_checkpoint_and_continues_its_run(
             break
         time.sleep(0.05)
     log, _ = proc.communicate(timeout=400)
-    assert killed is not None, "never saw the trial's third checkpoint"
+    assert killed is not None, "never saw the trial's third checkpoint\n" + log[-3000:]
     assert proc.returncode == 0, log[-4000:]
     (run,) = runs_by_trial(out)[trial]  # one run, continued, not two
     assert run.info.status == "FINISHED"
@@ -88,7 +88,7 @@ def test_trial_killed_with_no_retry_left_is_failed_not_left_running(tiny_model_d
             break
         time.sleep(0.05)
     stdout, stderr = proc.communicate(timeout=300)
-    assert killed is not None, "never saw the trial's first checkpoint"
+    assert killed is not None, "never saw the trial's first checkpoint\n" + stdout[-2000:] + stderr[-2000:]
     assert proc.returncode == 1, stdout[-3000:] + stderr[-3000:]
     assert "1 of 1 trials failed: lora-r2-lr1e-02-s0" in stderr
     (run,) = runs_by_trial(out)["lora-r2-lr1e-02-s0"]
