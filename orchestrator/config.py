@@ -220,7 +220,18 @@ class Resources(Strict):
     cpus_per_worker: PosFloat = 1
     gpus_per_worker: Annotated[float, Field(ge=0)] = 0
     max_concurrent_trials: PosInt = 2
-    max_failures: Annotated[int, Field(ge=0, strict=True)] = 1   # worker-group restarts per trial
+    max_failures: Annotated[int, Field(ge=0, strict=True)] = 1   # retries of a trial from its last checkpoint
+    # where a trial trains: tune = in its own Tune trial process (one worker, ~1 s to start a
+    # trial), train = a Ray Train worker group (DDP; ~20 s of start-up per trial on 2 cores),
+    # auto = tune when workers_per_trial is 1, else train (orchestrator/sweep.py, execution())
+    execution: Literal["auto", "train", "tune"] = "auto"
+
+    @model_validator(mode="after")
+    def _one_worker_for_tune(self):
+        if self.execution == "tune" and self.workers_per_trial > 1:
+            raise ValueError(f"execution: 'tune' trains one worker per trial, but workers_per_trial is "
+                             f"{self.workers_per_trial}; use 'auto' or 'train' for DDP")
+        return self
 
 
 class EarlyStopping(Strict):

@@ -1,13 +1,14 @@
-"""Run a planned sweep on Ray: one Tune trial per TrialSpec, each training with Ray Train.
+"""Run a planned sweep on Ray: one Tune trial per TrialSpec.
 
-    mlora sweep CONFIG -> Tuner(grid over TrialSpecs) -> trial_driver (a Tune function
-    trainable holding ~0 resources) -> TorchTrainer(worker_loop, N workers, DDP)
-    -> mlora_core.run on every worker -> final report carries result.json + adapter
+    mlora sweep CONFIG -> Tuner(grid over TrialSpecs) -> trial_driver (a Tune function trainable)
+      tune path (one worker):  worker_loop in the trial's own process, which holds its CPUs/GPUs
+      train path (DDP):        TorchTrainer(worker_loop, N workers) from a trial holding ~0
+    -> mlora_core.run -> final report carries result.json + adapter
     -> trial_driver logs the trial's nested MLflow run.
 
-This module and worker.py (what runs on the training workers) are the only ones that import
-Ray. Ray 2.60 runs Train v2: the TorchTrainer is
-built inside the Tune function and forwards rank-0 metrics with TuneReportCallback.
+This module and worker.py (what trains) are the only ones that import Ray. Ray 2.60 runs
+Train v2: on the train path the TorchTrainer is built inside the Tune function and forwards
+rank-0 metrics with TuneReportCallback. `resources.execution` picks the path (see execution()).
 Layout of an output dir: sweep.json (ids, config), experiment.yaml, mlflow.db +
 mlartifacts/ (default tracking), ray/ (Tune + Train storage, checkpoints), trials/ (worker
 scratch), report/.
@@ -20,6 +21,7 @@ import os
 import shutil
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from mlora_core.io import read_json, write_json
@@ -39,11 +41,42 @@ class TrialFailed(RuntimeError):
 
 # ---- one Tune trial ----------------------------------------------------------------------
 
+def execution(res) -> str:
+    """Where a trial trains. "tune": inside its own Tune trial process, which holds the worker's
+    CPUs/GPUs (Ray places and isolates it and sets its visible GPU); a reused trial process
+    starts a trial in ~1 s. "train": a TorchTrainer worker group (controller, helper actors, N
+    workers: ~22 s of fresh interpreters per trial on 2 cores), needed for DDP. "auto" picks
+    tune for one worker per trial. Not Ray Train v2's "local mode" (ScalingConfig(num_workers=0)):
+    in Ray 2.60 its report keeps the last metrics and checkpoint in memory only
+    (LocalTrainFnUtils: nothing reaches storage or Tune) and no FailureConfig applies, so a
+    killed trial could neither be retried nor resume; a Tune function trial has both."""
+    if res.execution == "auto":
+        return "tune" if res.workers_per_trial == 1 else "train"
+    return res.execution
+
+
+def trial_resources(res) -> dict:
+    """What the Tune trial itself requests: the worker's resources on the tune path; on the train
+    path ~0 (its TorchTrainer's workers hold them; a 1-byte memory request gives a valid bundle)."""
+    if execution(res) == "tune":
+        return {"CPU": res.cpus_per_worker, **({"GPU": res.gpus_per_worker} if res.gpus_per_worker else {})}
+    return {"CPU": 0, "memory": 1}
+
+
 def trial_driver(config: dict) -> None:
-    """A Tune function trainable: open/continue the MLflow run, train with TorchTrainer, log."""
-    import ray.train
+    """A Tune function trainable: open/continue the MLflow run, train (in this process or with a
+    TorchTrainer), log.
+
+    Failures (the same on both paths): one that a retry cannot fix (diverged loss, bad target
+    module or data: worker_loop's {"error"} payload) marks the MLflow run FAILED once and the
+    trial *ends* (its last report carries failed=1, which finish_sweep counts), so neither Tune's
+    FailureConfig on the tune path nor `--resume` runs it again. Anything else raises after
+    marking the run FAILED: on the tune path Tune retries it (up to resources.max_failures) from
+    its last checkpoint and the retry sets the same run RUNNING again; a SIGKILLed trial process
+    never gets here, Tune retries it the same way, and finish_sweep marks a run that is still
+    RUNNING after the last retry FAILED. On the train path Ray Train retries the worker group
+    and Tune does not retry (max_failures=0), as before."""
     from ray import tune
-    from ray.tune.integration.ray_train import TuneReportCallback
 
     spec, ctx = TrialSpec.from_dict(config["spec"]), config["ctx"]
     exp = Experiment.model_validate(ctx["experiment"])
@@ -60,11 +93,48 @@ def trial_driver(config: dict) -> None:
         tune.report({"final": 1, "skipped": 1, **{k: v for k, v in m.items() if k == "aurac" or k.startswith("acc_rank_")},
                      **({"search_score": score} if score is not None else {})})
         return
-    res = exp.resources
+    cfg = {"run_config": rc.to_dict(), "trial_dir": str(out / "trials" / spec.trial_id)}
+    record = functools.partial(_record_outcome, uri, run_id)
+    try:
+        if execution(exp.resources) == "tune":
+            from .worker import TuneSession
+            payload = worker_loop(cfg, TuneSession())
+            record(payload, payload.get("adapter_path"))
+        else:
+            _train_with_torch_trainer(cfg, spec, ctx, exp.resources, record)
+    except (SystemExit, KeyboardInterrupt):  # Tune stopped the trial (scheduler), or Ctrl-C: not a failure;
+        # finish_sweep marks a stopped run, --resume continues an interrupted one
+        raise
+    except BaseException as e:  # includes Ray's TrainingFailedError: keep the reason, mark FAILED
+        reason = _first_line(e)
+        tracking.fail_trial(uri, run_id, reason)
+        raise TrialFailed(reason) from None
+
+
+def _first_line(e: BaseException | None) -> str:
+    return "" if e is None else (str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
+
+
+def _record_outcome(uri: str, run_id: str, payload: dict, adapter_dir: str | None) -> None:
+    """The final payload into the trial's MLflow run: FINISHED with its results, or FAILED once
+    with the reason when training ended without a result that a retry could change."""
+    if "error" in payload:
+        tracking.fail_trial(uri, run_id, payload["error"])
+    else:
+        has_adapter = bool(adapter_dir) and Path(adapter_dir).is_dir()
+        tracking.log_trial_result(uri, run_id, payload, adapter_dir if has_adapter else None)
+
+
+def _train_with_torch_trainer(cfg: dict, spec: TrialSpec, ctx: dict, res, record) -> None:
+    """The train path: a TorchTrainer of N workers (DDP) runs worker_loop; rank 0's final report
+    carries the payload and the adapter as a checkpoint in the sweep's storage, which `record` logs."""
+    import ray.train
+    from ray.tune.integration.ray_train import TuneReportCallback
+
     per_worker = {"CPU": res.cpus_per_worker, **({"GPU": res.gpus_per_worker} if res.gpus_per_worker else {})}
     trainer = _trainer_class()(
         worker_loop,
-        train_loop_config={"run_config": rc.to_dict(), "trial_dir": str(out / "trials" / spec.trial_id)},
+        train_loop_config=cfg,
         scaling_config=ray.train.ScalingConfig(num_workers=res.workers_per_trial, use_gpu=res.gpus_per_worker > 0,
                                                resources_per_worker=per_worker),
         run_config=ray.train.RunConfig(
@@ -75,20 +145,12 @@ def trial_driver(config: dict) -> None:
             callbacks=[TuneReportCallback()],
         ),
     )
-    try:
-        result = trainer.fit()
-        if result.checkpoint is None:
-            raise TrialFailed(f"trial {spec.trial_id} ended without a final report ({result.error or 'no error'})")
-        with result.checkpoint.as_directory() as d:
-            payload = json.loads(Path(d, "final.json").read_text())
-            if "error" in payload:
-                raise TrialFailed(payload["error"])
-            adapter = Path(d, "adapter")
-            tracking.log_trial_result(uri, run_id, payload, str(adapter) if adapter.is_dir() else None)
-    except BaseException as e:  # includes Ray's TrainingFailedError: keep the reason, mark FAILED
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        tracking.fail_trial(uri, run_id, reason)
-        raise TrialFailed(reason) from None
+    result = trainer.fit()
+    if result.checkpoint is None:
+        raise TrialFailed(f"trial {spec.trial_id} ended without a final report ({result.error or 'no error'})")
+    with result.checkpoint.as_directory() as d:
+        adapter = Path(d, "adapter")
+        record(json.loads(Path(d, "final.json").read_text()), str(adapter) if adapter.is_dir() else None)
 
 
 @functools.cache  # one class per process, not one per trial
@@ -122,8 +184,12 @@ def _trainer_class():
 # default and a worker's result queue holds one report, so a report made before the last one
 # was polled blocks training. Reports come every ~2% of a trial (worker_loop), so a 1 s poll
 # never blocks, while 0.25 s polling cost ~5% of a core per trial on a 2-core machine.
+# Tune (driver): a trial that checkpoints num_to_keep times forces an experiment-state snapshot,
+# which keeps a restore consistent with the checkpoints Tune deleted; that is intended here, so
+# not the warning that short trials checkpointing often print about it.
 RAY_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "1.0", "RAY_AIR_NEW_OUTPUT": "0", "RAY_CHDIR_TO_TRIAL_DIR": "0",
-           "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
+           "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1",
+           "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0"}
 # Only on a local Ray that this command starts itself: no spot preemption to watch for (one
 # actor less per trial) and no Prometheus/dashboard to feed Train metrics to (dashboard off).
 # On a cluster (RAY_ADDRESS, `ray job submit`) Ray's defaults stay.
@@ -148,10 +214,13 @@ def _init_ray(num_cpus_hint: int) -> None:
         ray.init(runtime_env={"env_vars": env}, log_to_driver=verbose, logging_level="WARNING")
     else:  # a local one, no dashboard. Note: Ray maps a loopback node IP to the host's address
         # and its gRPC services listen on all interfaces; Ray's token auth (default) guards them.
-        env.update({k: os.environ.get(k, v) for k, v in LOCAL_RAY_ENV.items()})  # a user's setting wins
+        # Its processes inherit this process's environment, so no runtime_env: with one, Ray did
+        # not hand the workers it prestarts at init to the first trials (it started new ones,
+        # +3.5 s before the first two trials could begin, measured on 2 busy cores).
+        for k, v in LOCAL_RAY_ENV.items():
+            os.environ.setdefault(k, v)  # a user's setting wins
         ray.init(num_cpus=max(num_cpus_hint, os.cpu_count() or 1), include_dashboard=False,
-                 log_to_driver=verbose, logging_level="WARNING", _node_ip_address="127.0.0.1",
-                 runtime_env={"env_vars": env})
+                 log_to_driver=verbose, logging_level="WARNING", _node_ip_address="127.0.0.1")
 
 
 def _job_config() -> dict:
@@ -197,6 +266,22 @@ def _reporter(n_trials: int):
                        max_report_frequency=30, max_progress_rows=max(20, n_trials), max_column_length=40)
 
 
+def _start_tracking(exp: Experiment, out: Path, uri: str, trials: list[TrialSpec], config_path: str | None,
+                    job: str, default_store: bool) -> dict:
+    """A new sweep: its MLflow parent run, then sweep.json (what --resume reads back)."""
+    exp_id, parent = tracking.start_sweep_run(
+        uri, exp.tracking.experiment or exp.name, f"sweep-{time.strftime('%Y%m%d-%H%M%S')}",
+        params={"model": exp.model, "trials": len(trials), "config": config_path or "-"},
+        tags={"mlora.config": json.dumps(exp.model_dump(mode="json"))[:5000], "ray.submission_id": job},
+        artifact_location=(out / "mlartifacts").as_uri() if default_store else None)
+    state = {"tracking_uri": uri, "experiment_id": exp_id, "parent_run_id": parent,
+             "experiment": exp.model_dump(mode="json"), "trials": [t.as_dict() for t in trials]}
+    write_json(out / SWEEP_FILE, state)
+    if config_path:
+        shutil.copy2(config_path, out / "experiment.yaml")
+    return state
+
+
 def run_sweep(exp: Experiment, config_path: str | None = None, resume: bool = False, overwrite: bool = False,
               tracking_uri: str | None = None, output_dir: str | None = None) -> int:
     from ray import tune
@@ -208,28 +293,24 @@ def run_sweep(exp: Experiment, config_path: str | None = None, resume: bool = Fa
     uri = (state or {}).get("tracking_uri") or tracking_uri or exp.tracking_uri
     trials = plan(exp)
     job = submission_id()  # the `ray job submit` id, or '': tagged on the sweep and every trial run
-    if state is None:
+    res = exp.resources
+    with ThreadPoolExecutor(1) as pool:
+        # a new sweep's MLflow store is set up (SQLite schema migrations, parent run: ~4 s of
+        # Python) while this thread mostly waits for Ray's processes to come up (~5-12 s)
         default_store = exp.tracking.uri is None and tracking_uri is None
-        exp_id, parent = tracking.start_sweep_run(
-            uri, exp.tracking.experiment or exp.name, f"sweep-{time.strftime('%Y%m%d-%H%M%S')}",
-            params={"model": exp.model, "trials": len(trials), "config": config_path or "-"},
-            tags={"mlora.config": json.dumps(exp.model_dump(mode="json"))[:5000], "ray.submission_id": job},
-            artifact_location=(out / "mlartifacts").as_uri() if default_store else None)
-        state = {"tracking_uri": uri, "experiment_id": exp_id, "parent_run_id": parent,
-                 "experiment": exp.model_dump(mode="json"), "trials": [t.as_dict() for t in trials]}
-        write_json(out / SWEEP_FILE, state)
-        if config_path:
-            shutil.copy2(config_path, out / "experiment.yaml")
+        started = None if state else pool.submit(_start_tracking, exp, out, uri, trials, config_path, job,
+                                                 default_store)
+        _init_ray(res.max_concurrent_trials * res.workers_per_trial * int(max(1, res.cpus_per_worker)))
+        state = state if started is None else started.result()
     searched = sum(g.max_trials for g in search_groups(exp))
     print(f"sweep {exp.name}: {len(trials)} trials" + (f" + up to {searched} searched" if searched else "") +
           f" -> {out}\nMLflow: {uri} (parent run {state['parent_run_id']})", flush=True)
-    res = exp.resources
-    _init_ray(res.max_concurrent_trials * res.workers_per_trial * int(max(1, res.cpus_per_worker)))
     ctx = {"experiment": state["experiment"], "output_dir": str(out), "tracking_uri": uri,
            "experiment_id": state["experiment_id"], "parent_run_id": state["parent_run_id"],
            "storage_path": str(out / "ray"), "submission_id": job}
-    # the driver holds no CPU (its workers do); a 1-byte memory request gives it a valid bundle
-    trainable = tune.with_resources(trial_driver, {"CPU": 0, "memory": 1})
+    trainable = tune.with_resources(trial_driver, trial_resources(res))
+    # who retries a failed trial: Tune on the tune path, Ray Train's worker group on the train path
+    tune_retries = res.max_failures if execution(res) == "tune" else 0
     tune_path = out / "ray" / "tune"
     if resume and tune.Tuner.can_restore(str(tune_path)):
         tuner = tune.Tuner.restore(str(tune_path), trainable=trainable, resume_unfinished=True, resume_errored=True)
@@ -247,7 +328,9 @@ def run_sweep(exp: Experiment, config_path: str | None = None, resume: bool = Fa
                                         # Tune cannot hand its actor to the next trial; start fresh ones
                                         reuse_actors=not exp.early_stopping.asha),
             run_config=tune.RunConfig(name="tune", storage_path=str(out / "ray"), verbose=1,
-                                      failure_config=tune.FailureConfig(max_failures=0),
+                                      failure_config=tune.FailureConfig(max_failures=tune_retries),
+                                      # tune path: the last two checkpoints of each trial (train path: Train's own)
+                                      checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
                                       progress_reporter=_reporter(len(trials) + sum(g.max_trials for g in groups))),
         )
     grid = tuner.fit()
@@ -284,9 +367,12 @@ def finish_sweep(out: Path, state: dict, grid) -> int:
     for r in grid:
         tid = r.config["spec"]["trial_id"]
         run = runs.get(tid)
-        if r.error is not None:
+        running = run is not None and run.info.status == "RUNNING"
+        if r.error is not None or (r.metrics or {}).get("failed"):  # raised, or ended without a result
             failed.append(tid)
-        elif run is not None and run.info.status == "RUNNING":  # stopped early (ASHA) before its final log
+            if running:  # its process was killed until no retry was left: nothing else marks the run
+                tracking.fail_trial(uri, run.info.run_id, _first_line(r.error) or "trial process lost")
+        elif running:  # stopped early (ASHA) before its final log
             tracking.fail_trial(uri, run.info.run_id, "stopped early by the scheduler")
     from .registry import register_sweep
     from .report import write_report

@@ -1,12 +1,17 @@
-"""What runs on every Ray Train worker of a trial: `mlora_core.run`, reporting through Ray Train.
+"""What trains a trial: `mlora_core.run`, with every metric and checkpoint leaving through a session.
 
-Kept apart from sweep.py on purpose: Ray ships `worker_loop` by reference, so a worker
-imports this module and what it imports. Here that is mlora_core (torch, transformers),
-not MLflow or the orchestrator's config: ~3 s less CPU per trial at start-up, which a
-2-core machine otherwise takes from the trial still training beside it.
+One `worker_loop` serves both ways a trial can train (sweep.py picks one per sweep):
+    tune path:  the Tune trial's own process  -> worker_loop(cfg, TuneSession())  (ray.tune.*)
+    train path: each TorchTrainer worker (DDP) -> worker_loop(cfg)  = TrainSession (ray.train.*)
+A session is `report(metrics, checkpoint_dir=None)`, `get_checkpoint()` and `world_rank`; that
+is all that differs. Kept apart from sweep.py on purpose: Ray ships `worker_loop` to Train
+workers by reference, so a worker imports this module and what it imports: mlora_core (torch,
+transformers), not MLflow or the orchestrator's config: ~3 s less CPU per worker at start-up,
+which a 2-core machine otherwise takes from the trial still training beside it.
 """
 from __future__ import annotations
 
+import gc
 import json
 import os
 import shutil
@@ -14,56 +19,123 @@ import tempfile
 from pathlib import Path
 
 
-def worker_loop(cfg: dict) -> None:
-    """Runs mlora_core.run; every metric and checkpoint leaves through ray.train.report."""
-    import ray.train
+class TrainSession:
+    """On a Ray Train worker: every rank reports, rank 0's checkpoint is kept (Train's contract)."""
 
+    def __init__(self):
+        import ray.train
+        self._train = ray.train
+        self.world_rank = ray.train.get_context().get_world_rank()
+
+    def report(self, metrics: dict, checkpoint_dir: Path | None = None) -> None:
+        ckpt = self._train.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
+        self._train.report(metrics, checkpoint=ckpt)
+
+    def get_checkpoint(self):
+        return self._train.get_checkpoint()
+
+
+class TuneSession:
+    """In a Tune function trial (one worker). ray.tune.* only: ray.train.* raises there (ray#49454).
+    `report` copies a checkpoint into the trial's storage path (<output_dir>/ray/tune/<trial>/)
+    before it returns, and returns once Tune has registered it, so a retried trial's
+    `get_checkpoint()` is never older than the last report that returned."""
+
+    world_rank = 0
+
+    def __init__(self):
+        from ray import tune
+        self._tune = tune
+
+    def report(self, metrics: dict, checkpoint_dir: Path | None = None) -> None:
+        ckpt = self._tune.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
+        self._tune.report(metrics, checkpoint=ckpt)
+
+    def get_checkpoint(self):
+        return self._tune.get_checkpoint()
+
+
+def write_pid_file(trial_dir: Path, rank: int) -> None:
+    """trial_dir/worker-RANK.pid: the process that trains (operators and the fault tests kill it by
+    this pid, never by a name match). Written whole (temp + rename): a reader never sees half a pid."""
+    tmp = trial_dir / f".worker-{rank}.pid.{os.getpid()}"
+    tmp.write_text(str(os.getpid()))
+    os.replace(tmp, trial_dir / f"worker-{rank}.pid")
+
+
+def fresh_trial_state(cfg: dict) -> None:
+    """What one trial must not inherit from another run earlier in the same process (the tune
+    path reuses its process across trials, reuse_actors=True). mlora_core.run seeds torch's
+    global RNG itself before its first random draw, and TrainConfig.threads sets torch's thread
+    count every run (torch copies it to each new thread), so what is left is: the last trial's
+    objects, peak-memory counters (peak_memory_mb is a per-trial metric) and torch.compile's
+    graph cache (each trial builds a new model: past its recompile limit dynamo falls back to eager)."""
+    gc.collect()
+    try:  # Linux: resets the process's peak RSS (VmHWM, getrusage's ru_maxrss) to its current RSS
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+    import torch
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    if cfg["run_config"]["train"].get("compile"):
+        torch._dynamo.reset()
+
+
+def worker_loop(cfg: dict, session: TrainSession | TuneSession | None = None) -> dict:
+    """Runs mlora_core.run; every metric and checkpoint leaves through `session` (default: this
+    Ray Train worker's). Returns the final payload: result.as_dict() plus a `metrics` block, or
+    {"error": ...} for a failure that a retry cannot fix (rank 0's is the one that counts)."""
     from mlora_core.run import RunConfig, run
     from mlora_core.train import Diverged, latest_checkpoint
 
     from .metrics import report_every, search_score, trial_metrics
 
-    ctx = ray.train.get_context()
-    rank = ctx.get_world_rank()
+    session = session or TrainSession()
+    fresh_trial_state(cfg)
+    rank = session.world_rank
     trial_dir = Path(cfg["trial_dir"])
     trial_dir.mkdir(parents=True, exist_ok=True)
-    (trial_dir / f"worker-{rank}.pid").write_text(str(os.getpid()))  # for operators (and fault tests)
+    write_pid_file(trial_dir, rank)
     resume_from = None
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:  # Ray restarted this worker group: continue from the last checkpoint
+    checkpoint = session.get_checkpoint()
+    if checkpoint is not None:  # Ray restarted this trial or worker group: continue from its last checkpoint
         resume_from = Path(checkpoint.to_directory(str(trial_dir / f"restore-{rank}")))
     log_every = report_every(cfg["run_config"]["train"].get("steps") or 0)
 
     def progress(metrics: dict) -> None:
         if metrics["step"] % log_every == 0:
-            ray.train.report({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+            session.report({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
 
     def on_checkpoint(path: Path | None, metrics: dict) -> None:
-        flat = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
-        ray.train.report(flat, checkpoint=ray.train.Checkpoint.from_directory(str(path)) if path else None)
+        session.report({k: v for k, v in metrics.items() if isinstance(v, (int, float))}, checkpoint_dir=path)
 
-    def final(payload: dict, extra_dir: Path | None) -> None:
+    def final(payload: dict, extra_dir: Path | None) -> dict:
+        text = json.dumps(payload)  # returned as read back: the same lists and floats on both paths
         with tempfile.TemporaryDirectory() as tmp:
             if rank == 0:
-                Path(tmp, "final.json").write_text(json.dumps(payload))
+                Path(tmp, "final.json").write_text(text)
                 if extra_dir is not None:
                     for f in extra_dir.iterdir():  # the last training checkpoint, so a restart is a no-op
                         shutil.copy2(f, tmp)
                 if payload.get("adapter_path"):
                     shutil.copytree(payload["adapter_path"], Path(tmp, "adapter"))
-            metrics = {"final": 1, **{k: v for k, v in payload.get("metrics", {}).items()}}
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp) if rank == 0 else None)
+            # failed=1 marks a trial that ended without a result: the sweep counts it (exit code 1)
+            metrics = {"final": 1, **({"failed": 1} if "error" in payload else {}), **payload.get("metrics", {})}
+            session.report(metrics, checkpoint_dir=Path(tmp) if rank == 0 else None)
+        return json.loads(text)
 
     try:
         result = run(RunConfig.from_dict(cfg["run_config"]), trial_dir, callback=progress,
                      on_checkpoint=on_checkpoint, resume_from=resume_from, log=lambda m: print(m, flush=True))
     except (Diverged, ValueError, FileNotFoundError) as e:  # not worth a retry: report and stop
-        final({"error": f"{type(e).__name__}: {e}"}, None)
-        return
+        return final({"error": f"{type(e).__name__}: {e}"}, None)
     summary, rc = trial_metrics(result.as_dict()), cfg["run_config"]
     progress_keys = ("aurac", *(k for k in summary if k.startswith("acc_rank_")))  # what Tune's table shows
     score = search_score(summary, rc["adapter"]["method"], rc["adapter"]["rank"], rc["eval_rules"][0])
     payload = {**result.as_dict(), "metrics": {"step": len(result.losses), "train_loss": result.losses[-1],
                                                **{k: summary[k] for k in progress_keys},
                                                **({"search_score": score} if score is not None else {})}}
-    final(payload, latest_checkpoint(trial_dir / "checkpoints") if rank == 0 else None)
+    return final(payload, latest_checkpoint(trial_dir / "checkpoints") if rank == 0 else None)

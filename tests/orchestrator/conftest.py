@@ -103,3 +103,40 @@ def mlora(*args, timeout=600, env=None, **kw) -> subprocess.CompletedProcess:
     """`mlora ARGS` as a user runs it (python -m, so the checkout's code is used)."""
     return subprocess.run([sys.executable, "-m", "orchestrator.cli", *map(str, args)], capture_output=True,
                           text=True, timeout=timeout, env=env or cli_env(), cwd=ROOT, **kw)
+
+
+def runs_by_trial(out: Path) -> dict[str, list]:
+    """A sweep's MLflow trial runs, grouped by trial id (a list each: duplicates would show)."""
+    from orchestrator import tracking
+    state = json.loads((out / "sweep.json").read_text())
+    by_trial: dict[str, list] = {}
+    for r in tracking.trial_runs(state["tracking_uri"], state["parent_run_id"]):
+        by_trial.setdefault(r.data.tags["mlora.trial_id"], []).append(r)
+    return by_trial
+
+
+def start_sweep(cfg: Path, *args) -> subprocess.Popen:
+    """`mlora sweep CFG` in its own session: os.killpg(proc.pid, SIGKILL) kills the driver and the
+    local Ray it started, as a crash of the machine's session would."""
+    return subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "sweep", str(cfg), *map(str, args)], cwd=ROOT,
+                            env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+
+
+def kill_when(proc: subprocess.Popen, ready, timeout: float, poll: float = 0.5):
+    """SIGKILL proc's whole session as soon as ready() returns something truthy (returned), or at
+    the timeout (None). Always kills: no sweep outlives its test."""
+    import signal
+    import time
+    got = None
+    try:
+        deadline = time.time() + timeout
+        while time.time() < deadline and proc.poll() is None:
+            got = ready()
+            if got:
+                break
+            time.sleep(poll)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    return got

@@ -2,33 +2,21 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from mlora_core import aurac
 from orchestrator import tracking
 
-from .conftest import ROOT, cli_env, mlora, tiny_experiment, write_yaml
+from .conftest import kill_when, mlora, runs_by_trial, start_sweep, tiny_experiment, write_yaml
 
 pytestmark = pytest.mark.slow
 
 
 def sweep_state(out: Path) -> dict:
     return json.loads((out / "sweep.json").read_text())
-
-
-def runs_by_trial(out: Path) -> dict[str, list]:
-    state = sweep_state(out)
-    by_trial: dict[str, list] = {}
-    for r in tracking.trial_runs(state["tracking_uri"], state["parent_run_id"]):
-        by_trial.setdefault(r.data.tags["mlora.trial_id"], []).append(r)
-    return by_trial
 
 
 def test_sweep_end_to_end_logs_one_nested_run_per_trial(tiny_sweep):
@@ -63,50 +51,63 @@ def test_sweep_end_to_end_logs_one_nested_run_per_trial(tiny_sweep):
     parent = client.get_run(state["parent_run_id"])
     assert parent.info.status == "FINISHED"
 
-
-def test_trial_with_two_ddp_workers(tiny_model_dir, platypus_files, tmp_path):
-    out = tmp_path / "out"
-    exp = tiny_experiment(tiny_model_dir, platypus_files, out, arms={"lora": {"ranks": [2]}},
-                          resources={"workers_per_trial": 2, "cpus_per_worker": 1, "max_concurrent_trials": 1})
-    proc = mlora("sweep", write_yaml(tmp_path / "exp.yaml", exp))
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    by_trial = runs_by_trial(out)
-    assert list(by_trial) == ["lora-r2-lr1e-02-s0"]
-    (run,) = by_trial["lora-r2-lr1e-02-s0"]
-    assert run.info.status == "FINISHED"
-    assert run.data.params["workers"] == "2"
-    assert run.data.metrics["devices"] == 2
-    # each worker trained on its shard of every batch: 2 workers x 6 steps x 4 rows of tokens
-
-    assert run.data.metrics["train_tokens"] > 0
-    result = json.loads(Path(tracking.client(sweep_state(out)["tracking_uri"]).download_artifacts(
-        run.info.run_id, "result.json", str(tmp_path))).read_text())
-    assert result["world_size"] == 2, result.keys()
+    # one worker per trial (execution: auto): each trial trained in its own Tune trial process,
+    # which Ray reused for the next trial (4 trials, 2 at a time), with no Ray Train run at all
+    pids = {(out / "trials" / tid / "worker-0.pid").read_text() for tid in planned}
+    assert 1 <= len(pids) < len(planned), pids
+    assert not (out / "ray" / "train").exists()
+    # its checkpoints went to the sweep's storage path, as safetensors + JSON only (never a pickle)
+    stored = list((out / "ray" / "tune").glob("*/checkpoint_*"))
+    assert len(stored) >= len(planned)
+    files = [f for c in stored for f in c.rglob("*") if f.is_file()]
+    assert {f.suffix for f in files} == {".safetensors", ".json"}, sorted({f.name for f in files})
 
 
+def test_trials_sharing_a_process_equal_direct_runs(tiny_sweep, tmp_path):
+    """A trial that trained in a process an earlier trial had used (reuse_actors) inherits
+    nothing from it: its loss curve and rank curve equal a fresh direct run's, exactly."""
+    from mlora_core.run import run
+    from orchestrator.config import Experiment
+    from orchestrator.plan import TrialSpec, run_config
 
-def test_interrupted_sweep_resumes_without_rerunning_or_duplicating(tiny_model_dir, platypus_files, tmp_path):
+    out, state, _ = tiny_sweep
+    pid = lambda tid: (out / "trials" / tid / "worker-0.pid").read_text()  # noqa: E731
+    by_start = sorted(((r.info.start_time, tid) for tid, (r,) in runs_by_trial(out).items()))
+    first_in_process = {}
+    for _, tid in by_start:
+        first_in_process.setdefault(pid(tid), tid)
+    later = [tid for _, tid in by_start if first_in_process[pid(tid)] != tid]
+    assert later, "no trial reused a process"
+    exp = Experiment.model_validate(state["experiment"])
+    specs = {t["trial_id"]: TrialSpec(**{k: v for k, v in t.items() if k != "trial_id"}) for t in state["trials"]}
+    threads = torch.get_num_threads()  # run() sets the trial's thread count in this process
+    try:
+        directs = {tid: run(run_config(exp, specs[tid]), tmp_path / tid, log=lambda *_: None) for tid in later}
+    finally:
+        torch.set_num_threads(threads)
+    for tid, direct in directs.items():
+        swept = json.loads((out / "trials" / tid / "result.json").read_text())
+        assert swept["losses"] == list(direct.losses), tid
+        assert swept["curve"]["accuracy"] == list(direct.curve.accuracy), tid
+
+
+@pytest.mark.parametrize("workers", [1, 2], ids=["tune-path", "train-path-ddp"])
+def test_interrupted_sweep_resumes_without_rerunning_or_duplicating(workers, tiny_model_dir, platypus_files,
+                                                                     tmp_path):
+    """Both paths (execution: auto): one worker per trial trains in the Tune trial's process; two
+    DDP workers per trial train as a Ray Train worker group (the DDP checks are at the end)."""
     out = tmp_path / "out"
     exp = tiny_experiment(tiny_model_dir, platypus_files, out, arms={"matryoshka": {}, "lora": {"ranks": [1, 4]}},
-                          resources={"workers_per_trial": 1, "cpus_per_worker": 1, "max_concurrent_trials": 1})
+                          resources={"workers_per_trial": workers, "cpus_per_worker": 1, "max_concurrent_trials": 1})
     cfg = write_yaml(tmp_path / "exp.yaml", exp)
+
+    def first_finished():
+        if (out / "sweep.json").is_file():
+            return [r for rs in runs_by_trial(out).values() for r in rs if r.info.status == "FINISHED"]
     # run the sweep as a user would, and kill it (driver + local Ray) once the first trial finished
-    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "sweep", str(cfg)], cwd=ROOT,
-                            env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    finished: list = []
-    try:
-        deadline = time.time() + 300
-        while time.time() < deadline and proc.poll() is None:
-            if (out / "sweep.json").is_file():
-                finished = [r for rs in runs_by_trial(out).values() for r in rs if r.info.status == "FINISHED"]
-                if finished:
-                    break
-            time.sleep(1)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    assert len(finished) >= 1, "no trial finished before the deadline"
+    proc = start_sweep(cfg)
+    finished = kill_when(proc, first_finished, timeout=300, poll=1)
+    assert finished, f"no trial finished (the sweep's exit code: {proc.returncode}; -9 = killed at the deadline)"
     before = {tid: [r.info for r in rs] for tid, rs in runs_by_trial(out).items()}
     assert len(before) < 3 or any(i[0].status != "FINISHED" for i in before.values())
 
@@ -127,3 +128,16 @@ def test_interrupted_sweep_resumes_without_rerunning_or_duplicating(tiny_model_d
         (now,) = after[run.data.tags["mlora.trial_id"]]
         assert now.info.end_time == run.info.end_time
         assert len(client.get_metric_history(now.info.run_id, "train_loss")) == 6
+
+    trial_dirs = [out / "trials" / tid for tid in after]
+    if workers == 1:  # trained in the Tune trial's own process; checkpoints in Tune's storage
+        assert not (out / "ray" / "train").exists() and any((out / "ray" / "tune").glob("*/checkpoint_*"))
+        assert all(not (d / "worker-1.pid").exists() for d in trial_dirs)
+        return
+    # DDP: a Ray Train worker group of two processes per trial, each on its shard of every batch
+    for tid, (run,) in after.items():
+        assert run.data.params["workers"] == "2" and run.data.metrics["devices"] == 2
+        trial_dir = out / "trials" / tid
+        assert json.loads((trial_dir / "result.json").read_text())["world_size"] == 2
+        assert (trial_dir / "worker-0.pid").read_text() != (trial_dir / "worker-1.pid").read_text()
+        assert any((out / "ray" / "train" / tid).glob("checkpoint_*"))
