@@ -69,7 +69,7 @@ def run_config(exp: Experiment, spec: TrialSpec) -> RunConfig:
                         checkpoint_every=t.checkpoint_every, compile=t.compile,
                         threads=max(1, int(exp.resources.cpus_per_worker)) if not exp.resources.gpus_per_worker else None)
     # the eval set is the same for every trial (seed 0); the training data order follows the trial's seed
-    task = lambda s, seed: TaskConfig(name=s.name, path=s.path, split=s.split, n=s.n, seed=seed)  # noqa: E731
+    task = lambda s, seed: TaskConfig(**s.model_dump(), seed=seed)  # noqa: E731
     return RunConfig(model=exp.model, train_task=task(exp.tasks.train, spec.seed), eval_task=task(exp.tasks.eval, 0),
                      adapter=adapter, train=train, eval_batch_size=exp.eval.batch_size,
                      max_new_tokens=exp.eval.max_new_tokens, device_name=exp.cost.device,

@@ -21,10 +21,6 @@ PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
 def register_sweep(output_dir: str | Path, tracking_uri: str | None = None, model_name: str | None = None) -> str:
     """Log + register the sweep's best Matryoshka adapter; returns 'models:/NAME/VERSION'."""
     import mlflow
-    from mlflow.models import infer_signature
-
-    import mlora_core
-    from mlora_core.models import check_model_id, resolve_model_path
 
     state = read_sweep_state(output_dir)
     uri = tracking_uri or state["tracking_uri"]
@@ -41,21 +37,9 @@ def register_sweep(output_dir: str | Path, tracking_uri: str | None = None, mode
 
     with tempfile.TemporaryDirectory() as tmp:
         adapter = Path(client.download_artifacts(trial.run_id, "adapter", tmp))
-        artifacts = {"adapter": str(adapter)}
-        model_id = exp["model"]
-        kind = check_model_id(model_id)
-        if kind in ("builtin", "local"):  # self-contained: the base weights travel with the version
-            artifacts["base_model"] = resolve_model_path(model_id, log=lambda *_: None)
-        config = {"base_model_id": model_id, "base_model_revision": exp.get("model_revision"),
-                  "recommended_rank": rec, "max_rank": max(group.ranks)}
-        signature = infer_signature(["Question: ...\nAnswer: "], ["..."],
-                                    params={"rank": rec, "max_new_tokens": 32})
         mlflow.set_tracking_uri(uri)
         with mlflow.start_run(run_id=state["parent_run_id"]):
-            info = mlflow.pyfunc.log_model(
-                name="matryoshka_adapter", python_model=str(PYFUNC_CODE), artifacts=artifacts,
-                code_paths=[str(Path(mlora_core.__file__).parent)], model_config=config, signature=signature,
-                pip_requirements=["torch", "transformers", "safetensors", "mlflow"])
+            info = log_adapter_model(adapter, exp["model"], exp.get("model_revision"), rec, max(group.ranks))
     version = mlflow.register_model(info.model_uri, name, tags={
         "mlora.source_run_id": trial.run_id, "mlora.trial_id": trial.trial_id, "mlora.sweep_run_id": state["parent_run_id"],
         "mlora.rank_curve": json.dumps(dict(zip(group.ranks, group.mean))), "mlora.aurac": f"{group.aurac:.6f}",
@@ -70,6 +54,31 @@ def register_sweep(output_dir: str | Path, tracking_uri: str | None = None, mode
     return f"models:/{name}/{version.version}"
 
 
+def log_adapter_model(adapter: Path, model_id: str, revision: str | None, recommended_rank: int, max_rank: int):
+    """Log the pyfunc (pyfunc_model.py) in the active MLflow run; returns its ModelInfo."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    import mlora_core
+    from mlora_core.models import check_model_id, is_packaged_model, model_provenance, resolve_model_path
+
+    artifacts = {"adapter": str(adapter)}
+    kind = check_model_id(model_id)
+    config = {"base_model_id": model_id, "base_model_revision": revision,
+              "recommended_rank": recommended_rank, "max_rank": max_rank}
+    if is_packaged_model(model_id):  # referenced, not copied (540 MB): rebuilt from the package it names
+        config["base_model_source"] = model_provenance(model_id)["model_source"]
+    elif kind in ("builtin", "local"):  # self-contained: the base weights travel with the version
+        artifacts["base_model"] = resolve_model_path(model_id, log=lambda *_: None)
+    signature = infer_signature(["Question: ...\nAnswer: "], ["..."],
+                                params={"rank": recommended_rank, "max_new_tokens": 32})
+    return mlflow.pyfunc.log_model(
+        name="matryoshka_adapter", python_model=str(PYFUNC_CODE), artifacts=artifacts,
+        code_paths=[str(Path(mlora_core.__file__).parent)], model_config=config, signature=signature,
+        pip_requirements=["torch", "transformers", "safetensors", "mlflow"]
+        + (["gguf"] if is_packaged_model(model_id) else []))
+
+
 def export_peft(model_uri: str, rank: int, out: str | Path, tracking_uri: str | None = None) -> Path:
     """Write a PEFT adapter (adapter_config.json + adapter_model.safetensors) at `rank`."""
     import mlflow
@@ -78,6 +87,7 @@ def export_peft(model_uri: str, rank: int, out: str | Path, tracking_uri: str | 
 
     from mlora_core import load_adapter, save_adapter
     from mlora_core.export import read_adapter_config
+    from mlora_core.models import resolve_referenced_model
 
     if tracking_uri:
         mlflow.set_tracking_uri(tracking_uri)
@@ -93,7 +103,8 @@ def export_peft(model_uri: str, rank: int, out: str | Path, tracking_uri: str | 
         if not 1 <= rank <= config.rank:
             raise ValueError(f"--rank must be in 1..{config.rank}, got {rank}")
         mlmodel_cfg = _model_config(local)
-        base = artifacts / "base_model" if (artifacts / "base_model").is_dir() else mlmodel_cfg["base_model_id"]
+        base = artifacts / "base_model" if (artifacts / "base_model").is_dir() else resolve_referenced_model(
+            mlmodel_cfg["base_model_id"], mlmodel_cfg.get("base_model_source"), log=lambda *_: None)
         model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32,
                                                      revision=None if isinstance(base, Path) else
                                                      mlmodel_cfg.get("base_model_revision"))

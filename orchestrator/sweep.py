@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from mlora_core.io import read_json, write_json
+from mlora_core.models import model_provenance
 
 from . import tracking
 from .config import Experiment
@@ -53,7 +54,7 @@ def trial_driver(config: dict) -> None:
               "dataset": exp.tasks.train.name, "eval_dataset": exp.tasks.eval.name, "scaling": exp.adapter.scaling,
               "alpha": exp.adapter.alpha, "eval_ranks": ",".join(map(str, rc.adapter.eval_ranks)),
               "steps": exp.training.steps, "batch_size": exp.training.batch_size,
-              "workers": exp.resources.workers_per_trial}
+              "workers": exp.resources.workers_per_trial, **model_provenance(exp.model)}
     tags = {"mlora.arm": spec.arm, "ray.trial_id": tune.get_context().get_trial_id() or "",
             "ray.job_id": os.environ.get("RAY_JOB_ID", ""), "ray.submission_id": ctx.get("submission_id", "")}
     run_id = tracking.trial_run(uri, ctx["experiment_id"], ctx["parent_run_id"], spec.trial_id, params, tags)
