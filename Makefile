@@ -36,7 +36,7 @@ test: setup
 test-fast: setup
 	$(PY) -m pytest tests -m "not slow"
 
-bench: setup
+bench: setup real   # benchmarks/real_model_base.py reads the real model and data
 	@for f in benchmarks/[!_]*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
 
 clean:

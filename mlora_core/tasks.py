@@ -205,8 +205,10 @@ def render_prompt(tokenizer, prompt: str) -> str:
     """The prompt text the model reads (see above)."""
     if not uses_chat_template(tokenizer):
         return prompt
+    # date_string: Llama-3 templates otherwise write today's date into the system prompt, and a
+    # run would not be a function of its config (their own default when no clock is available)
     return tokenizer.apply_chat_template([{"role": "user", "content": prompt.strip()}], tokenize=False,
-                                         add_generation_prompt=True)
+                                         add_generation_prompt=True, date_string="26 Jul 2024")
 
 
 def prompt_ids(tokenizer, prompts: list[str]) -> list[list[int]]:
