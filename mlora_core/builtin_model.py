@@ -1,4 +1,8 @@
-"""`builtin:tiny`: a small Llama the project pre-trains itself, cached on disk.
+"""Builtin models, built once and cached on disk: `builtin:tiny` and packaged real models.
+
+`builtin:tiny` is a small Llama the project pre-trains itself (below). Packaged models
+(`builtin:smollm2-135m-instruct`, packaged_model.py) are real checkpoints shipped inside an
+installed Python package, converted once to the same kind of cached safetensors folder.
 
 No model can be downloaded on the machines this runs on, so the default experiment brings its
 own base model: a real `LlamaForCausalLM`, pre-trained for about two minutes on a synthetic
@@ -10,9 +14,9 @@ then saved with `save_pretrained` so the normal `from_pretrained` path loads it.
     model = AutoModelForCausalLM.from_pretrained(path)
     tok = AutoTokenizer.from_pretrained(path)
 
-Cache: <cache_dir>/builtin-<name>-<hash of recipe + CODE_VERSION>/, built in a temp folder
-and renamed into place (a killed build leaves nothing loadable), under a file lock (two
-processes asking at once build it once).
+Cache: <cache_dir>/builtin-<name>-<hash of recipe + CODE_VERSION (+ the package's version and
+file sha256 for packaged models)>/, built in a temp folder and renamed into place (a killed
+build leaves nothing loadable), under a file lock (two processes asking at once build it once).
 """
 from __future__ import annotations
 
@@ -20,15 +24,14 @@ import hashlib
 import json
 import math
 import os
-import random
 import shutil
 import string
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
-from . import synthetic
+from . import packaged_model, synthetic
 
 CODE_VERSION = "10"   # bump when the code below changes what gets built
 
@@ -52,7 +55,12 @@ RECIPES: dict[str, dict] = {
         weight_decay=0.0,
         seed=1234,
     ),
+    **packaged_model.PACKAGED,   # kind "gguf": converted from an installed package, not trained
 }
+
+
+def is_packaged(name: str) -> bool:
+    return RECIPES.get(name, {}).get("kind") == "gguf"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -96,7 +104,11 @@ def build_tokenizer():
 # ---------------------------------------------------------------------------------------------
 # pre-training
 def _model_config(recipe: dict, tokenizer):
+    """The LlamaConfig a recipe builds (cost.py reads it to cost a builtin without building it)."""
     from transformers import LlamaConfig
+
+    if recipe.get("kind") == "gguf":
+        return packaged_model.model_config(recipe)
 
     arch = {k: recipe[k] for k in ("hidden_size", "intermediate_size", "num_hidden_layers",
                                    "num_attention_heads", "num_key_value_heads",
@@ -147,8 +159,12 @@ def pretrain(recipe: dict, log: Callable[[str], None] = print):
 # ---------------------------------------------------------------------------------------------
 # cache
 def recipe_hash(name: str) -> str:
-    blob = json.dumps({"name": name, "recipe": RECIPES[name], "code": CODE_VERSION,
-                       "vocab": _vocab()}, sort_keys=True)
+    if is_packaged(name):  # the converted bytes follow the package's file, not code of ours
+        blob = json.dumps({"name": name, "recipe": RECIPES[name], "code": CODE_VERSION,
+                           "package": packaged_model.fingerprint(name)}, sort_keys=True)
+    else:
+        blob = json.dumps({"name": name, "recipe": RECIPES[name], "code": CODE_VERSION,
+                           "vocab": _vocab()}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -156,45 +172,62 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("MLORA_CACHE") or Path.home() / ".cache" / "mlora")
 
 
-def ensure_builtin_model(name: str = "tiny", cache_dir: str | Path | None = None,
-                         log: Callable[[str], None] = print) -> Path:
-    """Path of the built model `name` (see RECIPES); pre-trains and caches it on first use."""
+def builtin_dir(name: str, cache_dir: str | Path | None = None) -> Path:
+    """Where builtin model `name` is (or would be) cached; builds nothing."""
     if name not in RECIPES:
         raise ValueError(f"unknown builtin model {name!r}; choose one of {sorted(RECIPES)}")
-    from filelock import FileLock
-
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / f"builtin-{name}-{recipe_hash(name)}"
+    return root / f"builtin-{name}-{recipe_hash(name)}"
+
+
+def ensure_builtin_model(name: str = "tiny", cache_dir: str | Path | None = None,
+                         log: Callable[[str], None] = print) -> Path:
+    """Path of the built model `name` (see RECIPES); builds and caches it on first use."""
+    final = builtin_dir(name, cache_dir)
     if (final / "config.json").exists():
         return final
+    from filelock import FileLock
+
+    final.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(final) + ".lock"):
         if (final / "config.json").exists():   # built by another process while we waited
             return final
-        log(f"building builtin:{name} (pre-training, ~2 min on 2 CPU cores) -> {final}")
-        import torch
-
-        threads = torch.get_num_threads()
-        torch.set_num_threads(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                              else (os.cpu_count() or 1))
+        build = _convert if is_packaged(name) else _pretrain_with_all_cores
+        tmp = Path(tempfile.mkdtemp(prefix=f".builtin-{name}-", dir=final.parent))
         try:
-            model, tokenizer, stats = pretrain(RECIPES[name], log)
-        finally:
-            torch.set_num_threads(threads)
-        tmp = Path(tempfile.mkdtemp(prefix=f".builtin-{name}-", dir=root))
-        try:
-            model.save_pretrained(tmp, safe_serialization=True)
-            tokenizer.save_pretrained(tmp)
+            stats = build(name, tmp, final, log)
             (tmp / "mlora_builtin.json").write_text(json.dumps(
-                {"name": name, "recipe": RECIPES[name], "code_version": CODE_VERSION, **stats},
-                indent=2))
+                {"name": name, "recipe": RECIPES[name], "code_version": CODE_VERSION, **stats}, indent=2))
             os.replace(tmp, final)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        log(f"builtin:{name} ready ({stats['seconds']:.0f}s, final loss {stats['final_loss']:.3f})")
     return final
 
 
-__all__ = ["CODE_VERSION", "RECIPES", "build_tokenizer", "default_cache_dir", "ensure_builtin_model",
-           "pretrain", "recipe_hash"]
+def _convert(name: str, tmp: Path, final: Path, log: Callable[[str], None]) -> dict:
+    log(f"building builtin:{name} (de-quantising {RECIPES[name]['file']} from the installed "
+        f"{RECIPES[name]['distribution']}, ~30 s) -> {final}")
+    stats = packaged_model.convert(name, tmp, log)
+    return {**stats, "provenance": packaged_model.provenance(name)}
+
+
+def _pretrain_with_all_cores(name: str, tmp: Path, final: Path, log: Callable[[str], None]) -> dict:
+    log(f"building builtin:{name} (pre-training, ~2 min on 2 CPU cores) -> {final}")
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                          else (os.cpu_count() or 1))
+    try:
+        model, tokenizer, stats = pretrain(RECIPES[name], log)
+    finally:
+        torch.set_num_threads(threads)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    log(f"builtin:{name} ready ({stats['seconds']:.0f}s, final loss {stats['final_loss']:.3f})")
+    return stats
+
+
+__all__ = ["CODE_VERSION", "RECIPES", "build_tokenizer", "builtin_dir", "default_cache_dir",
+           "ensure_builtin_model", "is_packaged", "pretrain", "recipe_hash"]

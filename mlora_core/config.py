@@ -6,7 +6,7 @@ LoRA, DyLoRA and MatryoshkaLoRA share one layer; only the fixed vector P differs
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from .p_schedule import METHODS, OBJECTIVES, SCALING_RULES, SCHEDULES
@@ -90,7 +90,7 @@ class AdapterConfig:
         return out
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "AdapterConfig":
+    def from_dict(cls, data: dict[str, Any]) -> AdapterConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -103,7 +103,7 @@ class AdapterConfig:
             data["target_modules"] = tuple(data["target_modules"])
         return cls(**data)
 
-    def truncated(self, rank: int) -> "AdapterConfig":
+    def truncated(self, rank: int) -> AdapterConfig:
         """The config of this adapter cut to its first `rank` components."""
         keep = lambda ks: tuple(k for k in ks if k <= rank) or (rank,)  # noqa: E731
         return dataclasses.replace(self, rank=rank, train_ranks=keep(self.train_ranks),

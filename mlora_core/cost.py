@@ -16,7 +16,6 @@ over-count on small models.) Checked against torch's FlopCounterMode in tests/co
 from __future__ import annotations
 
 import functools
-
 import resource
 import sys
 from dataclasses import asdict, dataclass

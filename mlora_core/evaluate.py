@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from .aurac import aurac
 from .inject import adapter_layers, set_rank
-from .tasks import Example, collate, parse_final_number, tokenize
+from .tasks import Example, collate, parse_final_number, prompt_ids, tokenize, uses_chat_template
 from .train import world
 
 
@@ -73,24 +73,27 @@ def eval_loss(model, tokenizer, examples: list[Example], max_length: int, batch_
 @torch.no_grad()
 def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, device=None,
              batch_size: int = 32) -> tuple[list[str], int]:
-    """Greedy completions (first line only) and tokens processed: left-padded batches, stop at
-    newline/EOS. What exact match scores and what the registered pyfunc model serves."""
+    """Greedy completions and tokens processed: left-padded batches of prompt_ids (the prompt
+    format training used), stop at EOS, and at the first newline unless the model answers in a
+    chat turn (multi-line, e.g. GSM8K's worked solution, until EOS). What exact match scores and
+    what the registered pyfunc model serves."""
     device = device or next(model.parameters()).device
-    stop_ids = [tokenizer.eos_token_id]
+    stop_ids, one_line = [tokenizer.eos_token_id], not uses_chat_template(tokenizer)
     newline = tokenizer.convert_tokens_to_ids("\n") if "\n" in tokenizer.get_vocab() else None
-    if newline is not None and newline != tokenizer.unk_token_id:
+    if one_line and newline is not None and newline != tokenizer.unk_token_id:
         stop_ids.append(newline)
     side, tokenizer.padding_side = tokenizer.padding_side, "left"
     texts, tokens = [], 0
     try:
         for i in range(0, len(prompts), batch_size):
-            enc = tokenizer(list(prompts[i:i + batch_size]), return_tensors="pt", padding=True,
-                            add_special_tokens=tokenizer.bos_token_id is not None).to(device)
+            enc = tokenizer.pad({"input_ids": prompt_ids(tokenizer, list(prompts[i:i + batch_size]))},
+                                return_tensors="pt").to(device)
             out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stop_ids,
                                  pad_token_id=tokenizer.pad_token_id)
             new = out[:, enc["input_ids"].shape[1]:]
             tokens += int(enc["attention_mask"].sum()) + new.numel()
-            texts += [t.split("\n", 1)[0] for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
+            texts += [t.split("\n", 1)[0] if one_line else t.strip()
+                      for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
     finally:
         tokenizer.padding_side = side
     return texts, tokens

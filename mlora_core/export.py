@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from .config import AdapterConfig
-from .inject import add_adapters, adapter_layers
+from .inject import adapter_layers, add_adapters
 from .io import load_tensors, read_json, save_tensors, write_json
 from .layer import RULES
 

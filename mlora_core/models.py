@@ -1,7 +1,8 @@
 """Load a base causal LM + tokenizer: `builtin:NAME`, a local directory, or a hub id.
 
-All three go through transformers' `from_pretrained`; builtin models are pre-trained by
-the project on first use and cached (builtin_model.py).
+All three go through transformers' `from_pretrained`; builtin models are built on first use
+and cached (builtin_model.py): `builtin:tiny` pre-trained by the project,
+`builtin:smollm2-135m-instruct` converted from an installed package (packaged_model.py).
 """
 from __future__ import annotations
 
@@ -18,9 +19,13 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 def check_model_id(model_id: str) -> str:
     """'builtin' | 'local' | 'hub', or ValueError with one clear line. Builds and downloads nothing."""
     if model_id.startswith(BUILTIN_PREFIX):
-        from .builtin_model import RECIPES
-        if model_id[len(BUILTIN_PREFIX):] not in RECIPES:
+        from .builtin_model import RECIPES, is_packaged
+        name = model_id[len(BUILTIN_PREFIX):]
+        if name not in RECIPES:
             raise ValueError(f"unknown builtin model {model_id!r}; have {[BUILTIN_PREFIX + n for n in RECIPES]}")
+        if is_packaged(name):  # caught by `mlora validate`, before any trial starts
+            from .packaged_model import check_installed
+            check_installed(name)
         return "builtin"
     path = Path(model_id).expanduser()
     if path.exists():
@@ -62,3 +67,37 @@ def load_base_model(model_id: str, dtype: torch.dtype | None = None, device: str
         tokenizer.pad_token = tokenizer.eos_token
     model.config.name_or_path = model_id
     return model.to(device), tokenizer
+
+
+def is_packaged_model(model_id: str) -> bool:
+    """A builtin converted from an installed package: reproducible on any machine with that
+    package, so a registered model references it instead of copying its weights."""
+    from .builtin_model import is_packaged
+    return model_id.startswith(BUILTIN_PREFIX) and is_packaged(model_id[len(BUILTIN_PREFIX):])
+
+
+def model_provenance(model_id: str) -> dict[str, str]:
+    """Where the base weights come from, as MLflow params: {} for hub ids and local folders
+    (the model id says it). Deterministic (never build timings): a resumed trial logs its
+    params again and MLflow refuses a changed value."""
+    if not model_id.startswith(BUILTIN_PREFIX):
+        return {}
+    from .builtin_model import is_packaged, recipe_hash
+    name = model_id[len(BUILTIN_PREFIX):]
+    check_model_id(model_id)
+    if is_packaged(name):
+        from .packaged_model import provenance
+        return {**provenance(name), "model_cache": f"builtin-{name}-{recipe_hash(name)}"}
+    return {"model_weights": "pre-trained by mlora on its synthetic corpus (builtin_model.py)",
+            "model_cache": f"builtin-{name}-{recipe_hash(name)}"}
+
+
+def resolve_referenced_model(model_id: str, expected_source: str | None = None, log=print) -> str:
+    """Where from_pretrained finds a base model that a registered model names by id instead of
+    carrying it: hub ids as they are, a packaged builtin converted here (once) from the same
+    package file it was registered with (`expected_source`, its model_provenance)."""
+    if expected_source is not None:
+        have = model_provenance(model_id).get("model_source")
+        if have != expected_source:
+            raise ValueError(f"{model_id} was registered from {expected_source}, this machine has {have}")
+    return resolve_model_path(model_id, log=log)

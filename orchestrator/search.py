@@ -18,7 +18,7 @@ and seeds (ASHA over a whole sweep would stop LoRA-1 for losing to LoRA-16).
 from __future__ import annotations
 
 import pickle
-from typing import Callable
+from collections.abc import Callable
 
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher

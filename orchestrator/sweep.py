@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from mlora_core.io import read_json, write_json
+from mlora_core.models import model_provenance
 
 from . import tracking
 from .config import Experiment
@@ -82,7 +83,7 @@ def trial_driver(config: dict) -> None:
     exp = Experiment.model_validate(ctx["experiment"])
     rc = run_config(exp, spec)
     out, uri = Path(ctx["output_dir"]), ctx["tracking_uri"]
-    params = trial_params(exp, spec)
+    params = {**trial_params(exp, spec), **model_provenance(exp.model)}
     tags = {"mlora.arm": spec.arm, "ray.trial_id": tune.get_context().get_trial_id() or "",
             "ray.job_id": os.environ.get("RAY_JOB_ID", ""), "ray.submission_id": ctx.get("submission_id", "")}
     run_id = tracking.trial_run(uri, ctx["experiment_id"], ctx["parent_run_id"], spec.trial_id, params, tags)
@@ -105,7 +106,7 @@ def trial_driver(config: dict) -> None:
     except (SystemExit, KeyboardInterrupt):  # Tune stopped the trial (scheduler), or Ctrl-C: not a failure;
         # finish_sweep marks a stopped run, --resume continues an interrupted one
         raise
-    except BaseException as e:  # includes Ray's TrainingFailedError: keep the reason, mark FAILED
+    except BaseException as e:  # noqa: BLE001  includes Ray's TrainingFailedError: keep the reason, mark FAILED
         reason = _first_line(e)
         tracking.fail_trial(uri, run_id, reason)
         raise TrialFailed(reason) from None

@@ -1,7 +1,6 @@
 import json
 
 import pytest
-import torch
 
 from mlora_core.builtin_model import build_tokenizer
 from mlora_core.synthetic import make_examples
@@ -39,7 +38,7 @@ def test_truncation_is_counted():
 
 
 def test_synthetic_splits_are_disjoint_and_deterministic():
-    from mlora_core.synthetic import NAMES, ITEMS, split_of
+    from mlora_core.synthetic import ITEMS, NAMES, split_of
     train, val, test = make_examples("train", 4000), make_examples("val", 207), make_examples("test", 500)
     assert make_examples("train", 50) == train[:50]
     questions = [{e["question"] for e in split} for split in (train, val, test)]

@@ -1,6 +1,4 @@
 import dataclasses
-import math
-import random
 
 import pytest
 import torch
