@@ -102,6 +102,7 @@ def arc_rows(name: str, split: str) -> list[dict]:
 def offline_rows(name: str, split: str) -> list[dict]:
     """Rows of task `name` (gsm8k, arc_challenge, arc_easy) in the hub dataset's format."""
     check_split(name, split)
+    check_installed()   # before the cache: the files read once stay read, but the package must still be there
     return gsm8k_rows(split) if name == "gsm8k" else arc_rows(name, split)
 
 

@@ -178,6 +178,22 @@ def backward_passes(forward, batch: dict, todo: list[Pass], p_rows: torch.Tensor
     return total
 
 
+def _forward_fn(model, adapter, config: TrainConfig, device: torch.device, world_size: int, log):
+    """What a step calls: the model, wrapped in DDP across workers (adapter gradients averaged)
+    and torch.compile'd when asked (same parameters, so the same checkpoints)."""
+    forward = model
+    if world_size > 1:
+        from torch.nn.parallel import DistributedDataParallel
+        forward = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if not config.compile:
+        return forward
+    if adapter.method == "dylora":
+        log("train: compile is off for DyLoRA: its per-step train rank would recompile the graph for each rank "
+            "(measured: one graph per rank, up to torch's recompile limit), which costs more than it saves")
+        return forward
+    return torch.compile(forward)
+
+
 def train(model, data: TokenizedData, config: TrainConfig, pad_id: int, *,
           callback: Callable[[dict], None] | None = None, checkpoint_dir: str | Path | None = None,
           resume_from: str | Path | None = None, device: str | torch.device = "cpu",
@@ -201,17 +217,9 @@ def train(model, data: TokenizedData, config: TrainConfig, pad_id: int, *,
     total = total_steps(config, n, world_size)
     params = list(_adapter_params(model).values())
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    ddp_model = model
-    if world_size > 1:  # gradients of the adapter params are averaged across workers
-        from torch.nn.parallel import DistributedDataParallel
-        ddp_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     fm = flop_model(model)
     adapter = next(adapter_layers(model))[1].config
-    compiled = config.compile and adapter.method != "dylora"
-    if config.compile and not compiled and rank == 0:
-        log("train: compile is off for DyLoRA: its per-step train rank would recompile the graph for each rank "
-            "(measured: one graph per rank, up to torch's recompile limit), which costs more than it saves")
-    forward = torch.compile(ddp_model) if compiled else ddp_model  # same parameters, so the same checkpoints
+    forward = _forward_fn(model, adapter, config, device, world_size, log if rank == 0 else lambda _: None)
     rank_rng = random.Random(config.seed)  # same on every worker: DyLoRA's t agrees everywhere
     torch.manual_seed(config.seed + rank)
     amp = device.type == "cuda" and torch.cuda.is_bf16_supported()

@@ -10,7 +10,10 @@ import os
 import sys
 from pathlib import Path
 
-EXIT_OK, EXIT_TRIALS_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_OK, EXIT_BAD_INPUT = 0, 2   # 1 (some trials failed) comes from sweep.run_sweep
+# library progress bars (MLflow artifact transfers, datasets' file reads) stay out of a sweep's
+# output unless asked for: set these to true/0 to see them
+QUIET_ENV = {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1"}
 
 
 class UsageError(ValueError):
@@ -99,7 +102,10 @@ def cmd_train(args) -> int:
     out = Path(args.output_dir or exp.out_dir / "train" / spec.trial_id)
     print(f"training {spec.trial_id} -> {out}")
     result = run(run_config(exp, spec), out)
-    print(f"\n{spec.trial_id}\n  rank curve  {result.curve}\n  cost        {result.cost}\n  adapter     {result.adapter_path}")
+    print(f"\n{spec.trial_id}")
+    for rule, curve in result.curves.items():
+        print(f"  {rule:<10}  {curve}")
+    print(f"  cost        {result.cost}\n  adapter     {result.adapter_path}")
     return EXIT_OK
 
 
@@ -177,6 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from .config import ConfigError
     args = build_parser().parse_args(argv)
+    for k, v in QUIET_ENV.items():
+        os.environ.setdefault(k, v)
     if getattr(args, "tracking_uri", None) is None and os.environ.get("MLFLOW_TRACKING_URI"):
         args.tracking_uri = os.environ["MLFLOW_TRACKING_URI"]
     try:

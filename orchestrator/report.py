@@ -12,6 +12,7 @@ remote servers):
                       (r1; r1+r2; ...) against each single run under each rule
     loss.png          training loss per trial
     report.json       every number on the page, for machines
+    summary.md        every (arm, rule) curve as a markdown table (mean ± std over seeds)
     runs.csv          one row per trial run
 """
 from __future__ import annotations
@@ -261,6 +262,29 @@ text-align:right}th{background:#f3f3f3}td:first-child{text-align:left}
 .grid{display:grid;grid-template-columns:1fr 1fr;gap:1em}img{width:100%;border:1px solid #eee}"""
 
 
+def _markdown(result: SweepResult) -> str:
+    """Every (arm, rule) curve as one markdown table (what docs/findings.md quotes): test numbers at
+    the chosen lr, mean ± std over seeds, training FLOPs of one run as a share of one LoRA grid, and
+    the selection bias avoided (the score at the lr chosen on validation vs the best lr on test)."""
+    ranks = sorted({k for a in result.arms.values() for c in a.curves.values() for k in c.ranks})
+    pm = lambda m, s: f"{m:.3f} ± {s:.3f}"  # noqa: E731
+    lines = ["| arm [rule] | lr (chosen on) | seeds | " + " | ".join(f"r{k}" for k in ranks) +
+             " | AURAC | FLOPs / grid | score: chosen / best on test |",
+             "|---" * (len(ranks) + 6) + "|"]
+    if result.envelope:
+        lines.append(f"| LoRA grid envelope ({result.grid['runs']} runs, own rank) | | | " +
+                     " | ".join(f"{result.envelope[k]:.3f}" if k in result.envelope else "" for k in ranks) +
+                     f" | {result.envelope_aurac:.3f} | 1.00 | |")
+    for arm in sorted(result.arms.values(), key=lambda a: (a.method != "lora", a.method, a.name)):
+        share = f"{arm.run_cost['total_flops'] / result.grid['flops']:.2f}" if result.grid["flops"] else ""
+        for c in arm.curves.values():
+            cells = " | ".join(pm(c.mean[c.ranks.index(k)], c.std[c.ranks.index(k)]) if k in c.ranks else ""
+                               for k in ranks)
+            lines.append(f"| {c.label} | {c.lr:.0e} ({c.selected_on}) | {len(c.trial_ids)} | {cells} | "
+                         f"{pm(c.aurac, c.aurac_std)} | {share} | {c.test_score:.3f} / {c.best_on_test:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
 def _data(result: SweepResult, state: dict) -> dict:
     exp = state.get("experiment", {})
     as_dict = lambda x: dataclasses.asdict(x) if x is not None else None  # noqa: E731
@@ -292,6 +316,7 @@ def write_report(output_dir: str | Path, result: SweepResult | None = None, trac
     pngs = _plots(result, losses, rep) if result.trials else []
     atomic_write(rep / "report.json", lambda p: p.write_text(json.dumps(_data(result, state), indent=2, default=str)))
     _write_csv(result, ranks, rep / "runs.csv")
+    atomic_write(rep / "summary.md", lambda p: p.write_text(_markdown(result)))
     imgs = "".join(f'<figure><img alt="{p.stem}" src="data:image/png;base64,'
                    f'{base64.b64encode(p.read_bytes()).decode()}"></figure>' for p in pngs)
     name = html.escape(str(exp.get("name")))

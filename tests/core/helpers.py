@@ -22,3 +22,13 @@ def tiny_model(arch: str, seed: int = 0):
     torch.manual_seed(seed)
     factory, targets = ARCHS[arch]
     return factory().eval(), targets
+
+
+def tiny_llama(tok, seed: int = 0, layers: int = 2, hidden: int = 48, max_positions: int = 256):
+    """A random Llama sized for `tok` (the builtin tokenizer in most tests), special tokens set."""
+    torch.manual_seed(seed)
+    cfg = tf.LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden,
+                         num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=max_positions, pad_token_id=tok.pad_token_id,
+                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    return tf.LlamaForCausalLM(cfg).eval()

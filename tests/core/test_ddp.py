@@ -12,7 +12,7 @@ from mlora_core.io import save_tensors
 from mlora_core.tasks import TaskConfig, load_examples, tokenize
 from mlora_core.train import TrainConfig, micro_batch_indices, train
 
-from .test_train import tiny_llama
+from .helpers import tiny_llama
 
 
 def _worker(rank: int, world_size: int, init_file: str, out_dir: str, objective: str) -> None:

@@ -12,7 +12,7 @@ from mlora_core.p_schedule import nested_p, rank_weights
 from mlora_core.tasks import TaskConfig, collate, load_examples, tokenize
 from mlora_core.train import TrainConfig, backward_passes, train
 
-from .test_train import tiny_llama
+from .helpers import tiny_llama
 
 R = (1, 2, 4)
 

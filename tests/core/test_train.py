@@ -1,8 +1,8 @@
 import dataclasses
+import math
 
 import pytest
 import torch
-import transformers as tf
 from torch.utils.flop_counter import FlopCounterMode
 
 import mlora_core as mc
@@ -13,13 +13,7 @@ from mlora_core.io import load_tensors
 from mlora_core.tasks import TaskConfig, collate, load_examples, tokenize
 from mlora_core.train import Diverged, TrainConfig, latest_checkpoint, train
 
-
-def tiny_llama(tok, seed=0, layers=2):
-    torch.manual_seed(seed)
-    cfg = tf.LlamaConfig(vocab_size=len(tok), hidden_size=48, intermediate_size=96, num_hidden_layers=layers,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                         pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
-    return tf.LlamaForCausalLM(cfg).eval()
+from .helpers import tiny_llama
 
 
 @pytest.fixture(scope="module")
@@ -188,3 +182,41 @@ def test_cost_counts_every_device_a_worker_holds(setup, tmp_path):
     assert cost.device_hours == pytest.approx(cost.wall_seconds * 2 / 3600)
     assert cost.dollars == pytest.approx(cost.device_hours)
     assert RunConfig.from_dict(cfg.to_dict()) == cfg  # travels to Ray workers as a dict
+
+
+def test_lr_factor_exact_values():
+    from mlora_core.train import lr_factor
+    # warmup 2 of 10 steps: linear ramp to 1, then the schedule over the 8 steps left
+    assert [lr_factor(s, 10, 2, "constant") for s in (0, 1, 2, 9)] == [0.5, 1.0, 1.0, 1.0]
+    assert [lr_factor(s, 10, 2, "linear") for s in (2, 6, 9)] == [1.0, 0.5, 0.125]
+    assert [lr_factor(s, 10, 2, "cosine") for s in (2, 6)] == [1.0, pytest.approx(0.5)]
+    assert lr_factor(9, 10, 2, "cosine") == pytest.approx(0.5 * (1 + math.cos(math.pi * 7 / 8)))
+    assert lr_factor(0, 10, 0, "linear") == 1.0   # no warmup: the first step at the full lr
+
+
+def test_multiple_choice_picks_the_likeliest_choice_and_counts_its_tokens(setup):
+    """A 'model' whose next-token distribution is one fixed vector: a choice's score is the sum of
+    its tokens' log-probabilities, so the choice made of the favoured token wins."""
+    from mlora_core.evaluate import multiple_choice
+    from mlora_core.tasks import Example
+
+    tok, _ = setup
+
+    class Fixed(torch.nn.Module):
+        def __init__(self, favoured: int):
+            super().__init__()
+            self.bias = torch.zeros(len(tok))
+            self.bias[favoured] = 8.0
+
+        def forward(self, input_ids, attention_mask):
+            return type("Out", (), {"logits": self.bias.expand(*input_ids.shape, -1)})()
+
+    choices = (" asks", " Mia")   # one token each: the builtin vocabulary holds known words with their space
+    ids = [tok(c, add_special_tokens=False)["input_ids"] for c in choices]
+    assert all(len(i) == 1 for i in ids), ids
+    right = Example(prompt="Question: who?\nAnswer:", completion="", choices=choices, label=1)
+    wrong = Example(prompt="Question: who?\nAnswer:", completion="", choices=choices, label=0)
+    correct, tokens = multiple_choice(Fixed(ids[1][0]), tok, [right, wrong, right], batch_size=4, device="cpu")
+    assert correct == 2
+    per_pair = len(tokenize(tok, [Example(right.prompt, " Mia")], max_length=10_000).input_ids[0])
+    assert tokens == 3 * 2 * per_pair

@@ -17,19 +17,12 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A randomly initialised 2-layer Llama + the builtin tokenizer, saved like any HF model."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     from mlora_core.builtin_model import build_tokenizer
+    from tests.core.helpers import tiny_llama
 
     path = tmp_path_factory.mktemp("model")
     tok = build_tokenizer()
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
-                                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                                         max_position_embeddings=128, pad_token_id=tok.pad_token_id,
-                                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id))
-    model.save_pretrained(path)
+    tiny_llama(tok, hidden=32, max_positions=128).save_pretrained(path)
     tok.save_pretrained(path)
     return path
 

@@ -5,7 +5,7 @@ import pytest
 import yaml
 
 from orchestrator.cli import main
-from orchestrator.config import load_experiment
+from orchestrator.config import load_experiment, parse_experiment
 
 from .conftest import ROOT, mlora
 
@@ -73,9 +73,12 @@ def test_missing_config_file(tmp_path, capsys):
 
 
 def test_shipped_experiments_validate():
-    for path in sorted((ROOT / "experiments").glob("*.yaml")):
+    from orchestrator.plan import plan, search_groups
+    paths = sorted((ROOT / "experiments").glob("*.yaml"))
+    for path in paths:   # each is named after its file (its output dir and MLflow experiment) and plans trials
         exp = load_experiment(path)
-        assert exp.name
+        assert exp.name == path.stem and (plan(exp) or search_groups(exp)), path
+    assert len(paths) >= 10
 
 
 def test_console_script_exit_code(tmp_path):
@@ -109,3 +112,21 @@ def test_training_settings_reach_the_run_and_survive_its_json_round_trip():
     rc = run_config(compiled, plan(compiled)[0])
     assert rc.train.compile is True and run_config(exp, plan(exp)[0]).train.compile is False
     assert RunConfig.from_dict(rc.to_dict()).train == rc.train  # what a Ray trial receives
+
+
+def test_plan_estimate_exact_in_passes_budget_and_price():
+    from orchestrator.plan import estimate, plan
+    exp = parse_experiment({"name": "e", "adapter": {"rank": 16, "train_ranks": [1, 4, 16], "eval_ranks": [1, 4, 16]},
+                            "arms": {"matryoshka": {"objectives": ["stratified", "per_rank"],
+                                                    "budgets": {"stratified": [1, 3], "per_rank": [1]}},
+                                     "lora": {"ranks": [16]}},
+                            "cost": {"effective_tflops": 0.5, "startup_seconds": 10, "price_per_device_hour": 2.0}})
+    trials = plan(exp)
+    est = {t.arm: e for t, e in zip(trials, estimate(exp, trials))}
+    one = est["matryoshka-stratified-diag-r16"].train_flops
+    assert one == est["lora-r16"].train_flops                          # one forward at rank 16, like LoRA-16
+    assert est["matryoshka-stratified-diag-r16-x3"].train_flops == 3 * one   # budget 3: three times the steps
+    assert est["matryoshka-per_rank-diag-r16"].train_flops == 3 * one        # |R| = 3 passes a step
+    for e in est.values():   # 1 CPU device: compute at the effective rate + start-up, then the price
+        assert e.device_hours == pytest.approx((e.train_flops / 0.5e12 + 10) / 3600)
+        assert e.dollars == pytest.approx(2.0 * e.device_hours)

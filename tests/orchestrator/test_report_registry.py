@@ -12,7 +12,7 @@ from mlora_core.evaluate import generate
 from orchestrator import tracking
 from orchestrator.results import load_sweep
 
-from .conftest import mlora
+from .conftest import mlora, runs_by_trial
 
 pytestmark = pytest.mark.slow
 
@@ -30,8 +30,7 @@ def test_report_holds_every_plot_and_headline_matches_mlflow(tiny_sweep):
     data = json.loads((rep / "report.json").read_text())
 
     # recompute the headline from MLflow directly
-    runs = {r.data.tags["mlora.trial_id"]: r for r in tracking.trial_runs(state["tracking_uri"],
-                                                                          state["parent_run_id"])}
+    runs = {tid: r for tid, (r,) in runs_by_trial(out).items()}
     grid = sum(r.data.metrics["device_hours"] for tid, r in runs.items() if tid.startswith("lora-"))
     best = data["best_matryoshka"]
     (source,) = [r for tid, r in runs.items() if tid.startswith(best["arm"])]
@@ -45,6 +44,13 @@ def test_report_holds_every_plot_and_headline_matches_mlflow(tiny_sweep):
         m = r.data.metrics
         assert {f"aurac_{rule}" for rule in ("truncate", "prefix", "svd")} <= set(m)
         assert m["aurac"] == m["aurac_truncate"] and m["acc_rank_1"] == m["acc_truncate_rank_1"]
+    # summary.md: the envelope, then one row per (arm, rule) with that curve's own AURAC
+    rows = [line for line in (rep / "summary.md").read_text().splitlines() if line.startswith("| ")][1:]
+    assert rows[0].startswith("| LoRA grid envelope (2 runs")
+    by_label = {r.split(" | ")[0][2:]: r for r in rows[1:]}
+    assert len(by_label) == len(data["curves"]) == len(rows) - 1
+    row = by_label[f"{best['arm']} [{best['rule']}]"]
+    assert f"{best['aurac']:.3f} ± {best['aurac_std']:.3f}" in row
     result = load_sweep(state["tracking_uri"], state["parent_run_id"], tolerance=0.5)
     assert {int(k): v for k, v in data["envelope"].items()} == pytest.approx(result.envelope)
     assert [c["rank"] for c in data["verdict"]] == [1, 2, 4]

@@ -107,31 +107,20 @@ def test_a_searched_sweep_resumes_after_a_driver_kill_without_duplicates(tiny_mo
     """Optuna per arm through Ray Tune, end to end: kill the driver (and its local Ray) once a sample
     finished, resume, and every trial has exactly one FINISHED MLflow run; the report says how many
     trials the search took."""
-    import json
     import os
     import signal
-    import subprocess
-    import sys
     import time
 
-    from .conftest import ROOT, cli_env, mlora, tiny_experiment, write_yaml
+    from .conftest import mlora, runs_by_trial, start_sweep, tiny_experiment, write_yaml
 
     out = tmp_path / "out"
     exp = tiny_experiment(tiny_model_dir, platypus_files, out, seeds=[0, 1],
                           arms={"lora": {"ranks": [2], "search": {"algorithm": "optuna", "num_samples": 3,
                                                                   "lr": {"low": 1e-3, "high": 1e-1}}}},
-                          tasks={**tiny_experiment(tiny_model_dir, platypus_files, out)["tasks"], "val": {"n": 8}},
                           resources={"workers_per_trial": 1, "cpus_per_worker": 1, "max_concurrent_trials": 1})
     cfg = write_yaml(tmp_path / "exp.yaml", exp)
-    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "sweep", str(cfg)], cwd=ROOT, env=cli_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-
-    def runs():
-        state = json.loads((out / "sweep.json").read_text())
-        by: dict[str, list] = {}
-        for r in tracking.trial_runs(state["tracking_uri"], state["parent_run_id"]):
-            by.setdefault(r.data.tags["mlora.trial_id"], []).append(r)
-        return by
+    proc = start_sweep(cfg)
+    runs = lambda: runs_by_trial(out)  # noqa: E731
 
     try:
         deadline = time.time() + 300
