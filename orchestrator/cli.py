@@ -61,8 +61,8 @@ def cmd_plan(args) -> int:
             for i in range(g.max_trials):
                 est[f"{g.arm}/{i}"] = e
         print(f"{g.arm + ' (searched)':<{width}} optuna: {g.num_samples} lrs in [{g.low:g}, {g.high:g}]"
-              f"{' (log)' if g.log else ''} on seed {g.seeds[0]}, then the best on seeds "
-              f"{list(g.seeds[1:]) or '-'}: <= {g.max_trials} trials"
+              f"{' (log)' if g.log else ''} on seed {g.seeds[0]}"
+              + (f", then the best on seeds {list(g.seeds[1:])}" if g.seeds[1:] else "") + f": <= {g.max_trials} trials"
               + (f", <= {e.train_flops * g.max_trials / 1e9:.1f} GFLOPs, {e.device_hours * g.max_trials:.4f} dev-h"
                  if known_cost else ""))
     known = [e for e in est.values() if e.train_flops is not None]

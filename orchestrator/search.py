@@ -39,8 +39,11 @@ class _Arm:
         optuna.logging.set_verbosity(optuna.logging.WARNING)   # not a line per study in the sweep's output
         self.group = group
         dist = optuna.distributions.FloatDistribution(group.low, group.high, log=group.log)
+        # TPE models the scores only after n_startup_trials random draws (Optuna's default 10 would
+        # make a 6-sample search pure random search): half the budget explores, half exploits
+        startup = max(2, group.num_samples // 2)
         self.study = OptunaSearch(space={"lr": dist}, metric=METRIC, mode="max",
-                                  sampler=optuna.samplers.TPESampler(seed=group.sampler_seed))
+                                  sampler=optuna.samplers.TPESampler(seed=group.sampler_seed, n_startup_trials=startup))
         self.samples: dict[int, TrialSpec] = {}          # sample index -> the trial that ran it
         self.asked: set[int] = set()                     # samples this study proposed (not adopted ones)
         self.scores: dict[int, float | None] = {}        # ... its validation score (None: failed/stopped)
