@@ -34,6 +34,7 @@ from .plan import TrialSpec, arms_of, plan, run_config, search_groups, trial_par
 from .worker import worker_loop
 
 SWEEP_FILE = "sweep.json"
+LOCAL_RAY_STARTS = 3   # tries to start a local Ray (see _init_ray)
 
 
 class TrialFailed(RuntimeError):
@@ -220,8 +221,19 @@ def _init_ray(num_cpus_hint: int) -> None:
         # +3.5 s before the first two trials could begin, measured on 2 busy cores).
         for k, v in LOCAL_RAY_ENV.items():
             os.environ.setdefault(k, v)  # a user's setting wins
-        ray.init(num_cpus=max(num_cpus_hint, os.cpu_count() or 1), include_dashboard=False,
-                 log_to_driver=verbose, logging_level="WARNING", _node_ip_address="127.0.0.1")
+        # Ray gives its raylet a fixed 30 s to register (ray/_private/node.py); on a machine busy
+        # with other jobs (measured at load > ~8 on 2 cores) it can miss that: start it again
+        for attempt in range(1, LOCAL_RAY_STARTS + 1):
+            try:
+                ray.init(num_cpus=max(num_cpus_hint, os.cpu_count() or 1), include_dashboard=False,
+                         log_to_driver=verbose, logging_level="WARNING", _node_ip_address="127.0.0.1")
+                return
+            except Exception as e:  # noqa: BLE001  Ray raises a bare Exception for this
+                if "timed out during startup" not in str(e) or attempt == LOCAL_RAY_STARTS:
+                    raise
+                print(f"local Ray did not start in time (a busy machine?); starting it again "
+                      f"({attempt}/{LOCAL_RAY_STARTS - 1})", file=sys.stderr, flush=True)
+                ray.shutdown()
 
 
 def _job_config() -> dict:

@@ -79,7 +79,7 @@ def test_trials_sharing_a_process_equal_direct_runs(tiny_sweep, tmp_path):
     later = [tid for _, tid in by_start if first_in_process[pid(tid)] != tid]
     assert later, "no trial reused a process"
     exp = Experiment.model_validate(state["experiment"])
-    specs = {t["trial_id"]: TrialSpec(**{k: v for k, v in t.items() if k != "trial_id"}) for t in state["trials"]}
+    specs = {t["trial_id"]: TrialSpec.from_dict(t) for t in state["trials"]}
     threads = torch.get_num_threads()  # run() sets the trial's thread count in this process
     try:
         directs = {tid: run(run_config(exp, specs[tid]), tmp_path / tid, log=lambda *_: None) for tid in later}
