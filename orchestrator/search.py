@@ -123,11 +123,15 @@ class SweepSearcher(Searcher):
         if not self._synced:
             self._sync()
         spec = self._grid.pop(0) if self._grid else None
+        states = []
+        for arm in self._arms.values() if spec is None else ():
+            # one arm at a time: an arm's next() draws a sample, which must then run
+            states.append(arm.next())
+            if isinstance(states[-1], TrialSpec):
+                spec = states[-1]
+                break
         if spec is None:
-            states = [arm.next() for arm in self._arms.values()]
-            spec = next((s for s in states if isinstance(s, TrialSpec)), None)
-            if spec is None:
-                return Searcher.FINISHED if all(s == Searcher.FINISHED for s in states) else None
+            return Searcher.FINISHED if all(s == Searcher.FINISHED for s in states) else None
         self._issued[trial_id] = spec
         return {"spec": spec.as_dict(), "ctx": self._ctx}
 

@@ -39,6 +39,36 @@ def test_grid_first_then_samples_on_the_first_seed_then_the_best_on_the_others()
     assert s.suggest("done") == "FINISHED"
 
 
+def test_every_searched_arm_gets_its_samples_and_the_search_ends():
+    """Several searched arms (here the LoRA grid's three): each draws exactly its num_samples, every
+    draw is handed out (none lost while another arm runs), and the searcher finishes."""
+    exp = parse_experiment({"name": "s", "seeds": [0, 1], "arms": {"lora": {"ranks": [1, 2, 4]}},
+                            "search": {"algorithm": "optuna", "num_samples": 2, "lr": {"low": 1e-4, "high": 1e-1}}})
+    s = searcher(exp)
+    s._synced = True
+    issued, done, n = {}, set(), 0
+    while (got := s.suggest(f"t{n}")) not in (None, "FINISHED"):
+        issued[f"t{n}"] = got["spec"]
+        n += 1
+        if n % 2 == 0:  # two at a time, as with max_concurrent_trials 2: the older one completes
+            tid = next(t for t in issued if t not in done)
+            done.add(tid)
+            s.on_trial_complete(tid, {METRIC: issued[tid]["lr"]})
+    for tid in [t for t in issued if t not in done]:   # the rest complete; then the repeats
+        s.on_trial_complete(tid, {METRIC: issued[tid]["lr"]})
+    while (got := s.suggest(f"t{n}")) not in (None, "FINISHED"):
+        issued[f"t{n}"] = got["spec"]
+        s.on_trial_complete(f"t{n}", {METRIC: 0.0})
+        n += 1
+    assert s.suggest("end") == "FINISHED"
+    for arm in ("lora-r1", "lora-r2", "lora-r4"):
+        mine = [x for x in issued.values() if x["arm"] == arm]
+        samples = [x for x in mine if x["seed"] == 0]
+        assert sorted(x["sample"] for x in samples) == [0, 1], (arm, mine)
+        (repeat,) = [x for x in mine if x["seed"] == 1]
+        assert repeat["lr"] == max(x["lr"] for x in samples)     # the best score (= its lr here) repeated
+
+
 def test_failed_and_stopped_samples_count_but_are_never_chosen():
     s = searcher(experiment())
     s._synced = True
