@@ -10,7 +10,7 @@ from MLflow, as the report does. Two ratios, both from that one sweep:
     python benchmarks/matryoshka_vs_grid.py [CONFIG] [--seeds 3] [--quick] [--keep DIR]
     python benchmarks/matryoshka_vs_grid.py --from OUTPUT_DIR      (an existing sweep, no training)
 
-The default (experiments/tiny.yaml, 3 seeds = 15 trials) takes ~25 min on 2 cores.
+The default (experiments/tiny.yaml, 3 seeds = 15 trials, 21 one-LoRA-run equivalents of training) takes ~40 min on 2 cores.
 """
 from __future__ import annotations
 

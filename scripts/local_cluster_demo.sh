@@ -4,7 +4,7 @@
 # the trial runs, then both nodes stopped.
 #
 #   scripts/local_cluster_demo.sh [CONFIG] [OUTPUT_DIR]
-#     CONFIG      experiment YAML (default: experiments/tiny.yaml, ~7 min on 2 cores)
+#     CONFIG      experiment YAML (default: experiments/tiny.yaml, ~8 min on 2 cores)
 #     OUTPUT_DIR  the sweep's output dir (default: outputs/local-cluster-demo); must not hold a sweep
 #   env MLORA_DEMO_WORKDIR  the job's --working-dir (default: the repo root when CONFIG is inside
 #                           it, else CONFIG's folder); CONFIG is passed relative to it

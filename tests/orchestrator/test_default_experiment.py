@@ -1,7 +1,7 @@
 """The shipped default (experiments/tiny.yaml on builtin:tiny) is a task where LoRA rank matters.
 
 Trains the default's LoRA r1 and r16 trials exactly as the sweep would (plan -> run_config ->
-mlora_core.run), one per core, and checks the rank effect measured in the README: LoRA r16 far
+mlora_core.run), one per core, and checks the rank effect in docs/findings.md: LoRA r16 far
 above LoRA r1 at their own ranks, and LoRA r16 truncated to rank 1 collapsing. Builds
 builtin:tiny on first use (~70 s), then ~75 s of training on 2 cores.
 """
