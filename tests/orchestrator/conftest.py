@@ -111,9 +111,19 @@ def runs_by_trial(out: Path) -> dict[str, list]:
 def start_sweep(cfg: Path, *args) -> subprocess.Popen:
     """`mlora sweep CFG` in its own session: os.killpg(proc.pid, SIGKILL) kills the driver and the
     local Ray it started, as a crash of the machine's session would."""
+    log = open(sweep_log(cfg), "w")  # the driver writes it; a failing test shows its end (sweep_log_tail)
     return subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "sweep", str(cfg), *map(str, args)], cwd=ROOT,
-                            env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+                            env=cli_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def sweep_log(cfg: Path) -> Path:
+    return Path(cfg).with_suffix(".sweep.log")
+
+
+def sweep_log_tail(cfg: Path, chars: int = 3000) -> str:
+    """The end of what a start_sweep driver printed (for a failing test's message)."""
+    path = sweep_log(cfg)
+    return path.read_text(errors="replace")[-chars:] if path.is_file() else ""
 
 
 def kill_when(proc: subprocess.Popen, ready, timeout: float, poll: float = 0.5):

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from .conftest import kill_when, mlora, runs_by_trial, start_sweep, tiny_experiment, write_yaml
+from .conftest import kill_when, mlora, runs_by_trial, start_sweep, sweep_log_tail, tiny_experiment, write_yaml
 
 pytestmark = pytest.mark.slow
 
@@ -38,7 +38,8 @@ def test_sixty_short_trials_survive_a_driver_kill_and_resume(tiny_model_dir, pla
     proc = start_sweep(cfg)
     before = kill_when(proc, finished_a_third, timeout=600, poll=1)
     killed_at = time.monotonic() - t0
-    assert before, f"a third of the trials did not finish (exit code {proc.returncode}; -9 = killed at the deadline)"
+    assert before, (f"a third of the trials did not finish (exit code {proc.returncode}; -9 = killed at the deadline)\n"
+                    + sweep_log_tail(cfg))
     started = runs_by_trial(out)
     assert len(started) < n  # killed mid-sweep
 

@@ -141,7 +141,7 @@ def test_a_searched_sweep_resumes_after_a_driver_kill_without_duplicates(tiny_mo
     import signal
     import time
 
-    from .conftest import mlora, runs_by_trial, start_sweep, tiny_experiment, write_yaml
+    from .conftest import mlora, runs_by_trial, start_sweep, sweep_log_tail, tiny_experiment, write_yaml
 
     out = tmp_path / "out"
     exp = tiny_experiment(tiny_model_dir, platypus_files, out, seeds=[0, 1],
@@ -162,7 +162,7 @@ def test_a_searched_sweep_resumes_after_a_driver_kill_without_duplicates(tiny_mo
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     before = runs()
-    assert 1 <= len(before) < 4, sorted(before)
+    assert 1 <= len(before) < 4, (sorted(before), sweep_log_tail(cfg))
 
     done = mlora("sweep", cfg, "--resume")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

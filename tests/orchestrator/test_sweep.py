@@ -10,7 +10,7 @@ import torch
 from mlora_core import aurac
 from orchestrator import tracking
 
-from .conftest import kill_when, mlora, runs_by_trial, start_sweep, tiny_experiment, write_yaml
+from .conftest import kill_when, mlora, runs_by_trial, start_sweep, sweep_log_tail, tiny_experiment, write_yaml
 
 pytestmark = pytest.mark.slow
 
@@ -107,7 +107,8 @@ def test_interrupted_sweep_resumes_without_rerunning_or_duplicating(workers, tin
     # run the sweep as a user would, and kill it (driver + local Ray) once the first trial finished
     proc = start_sweep(cfg)
     finished = kill_when(proc, first_finished, timeout=300, poll=1)
-    assert finished, f"no trial finished (the sweep's exit code: {proc.returncode}; -9 = killed at the deadline)"
+    assert finished, (f"no trial finished (the sweep's exit code: {proc.returncode}; -9 = killed at the deadline)\n"
+                      + sweep_log_tail(cfg))
     before = {tid: [r.info for r in rs] for tid, rs in runs_by_trial(out).items()}
     assert len(before) < 3 or any(i[0].status != "FINISHED" for i in before.values())
 
