@@ -13,7 +13,8 @@ from pathlib import Path
 EXIT_OK, EXIT_BAD_INPUT = 0, 2   # 1 (some trials failed) comes from sweep.run_sweep
 # library progress bars (MLflow artifact transfers, datasets' file reads) stay out of a sweep's
 # output unless asked for: set these to true/0 to see them
-QUIET_ENV = {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1"}
+QUIET_ENV = {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+             "HF_HUB_DISABLE_PROGRESS_BARS": "1"}   # the last: transformers' "Loading weights" bars too
 
 
 class UsageError(ValueError):
