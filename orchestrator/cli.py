@@ -84,7 +84,7 @@ def cmd_plan(args) -> int:
     grid = [f for method, f in arms.values() if method == "lora"]
     for arm, (method, flops) in arms.items() if grid else ():
         if method != "lora":
-            print(f"one {arm} run = {100 * flops / sum(grid):.0f}% of the LoRA grid's training FLOPs ({len(grid)} runs)")
+            print(f"one {arm} run = {100 * flops / sum(grid):.0f}% of the LoRA grid's training FLOPs ({len(grid)} run{'s' if len(grid) != 1 else ''})")
     return EXIT_OK
 
 
