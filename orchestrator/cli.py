@@ -84,7 +84,8 @@ def cmd_plan(args) -> int:
     grid = [f for method, f in arms.values() if method == "lora"]
     for arm, (method, flops) in arms.items() if grid else ():
         if method != "lora":
-            print(f"one {arm} run = {100 * flops / sum(grid):.0f}% of the LoRA grid's training FLOPs ({len(grid)} run{'s' if len(grid) != 1 else ''})")
+            runs = f"{len(grid)} run" + ("s" if len(grid) != 1 else "")
+            print(f"one {arm} run = {100 * flops / sum(grid):.0f}% of the LoRA grid's training FLOPs ({runs})")
     return EXIT_OK
 
 
