@@ -47,7 +47,7 @@ def run_sweep(config: Path, seeds: int, quick: bool, out: Path) -> None:
 
 
 def report(out: Path) -> None:
-    from orchestrator.results import load_output_dir
+    from orchestrator.record import load_output_dir
     _, result = load_output_dir(out)
     seeds = sorted({t.seed for t in result.trials})
     if not result.one_run or not result.envelope:

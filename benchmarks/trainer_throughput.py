@@ -21,7 +21,7 @@ from _common import record
 import mlora_core as mc
 from mlora_core.builtin_model import RECIPES, _model_config, build_tokenizer
 from mlora_core.tasks import TaskConfig, collate, load_examples, tokenize
-from mlora_core.train import TrainConfig, train
+from mlora_core.train import Hooks, TrainConfig, train
 
 QUICK = "--quick" in sys.argv
 STEPS, BATCH, RANK = (20 if QUICK else 60), 16, 16
@@ -41,8 +41,8 @@ def main() -> None:
     def ours() -> float:
         model = mc.add_adapters(copy.deepcopy(base), mc.AdapterConfig(method="lora", rank=RANK, target_modules=TARGETS))
         t = time.perf_counter()
-        train(model, data, TrainConfig(steps=STEPS, batch_size=BATCH, lr=1e-3, warmup_steps=0, max_length=128,
-                                       schedule="linear", log_every=10**9), tok.pad_token_id, log=lambda *_: None)
+        train(model, mc.adapter_config(model), data, TrainConfig(steps=STEPS, batch_size=BATCH, lr=1e-3, warmup_steps=0,
+              max_length=128, schedule="linear", log_every=10**9), tok.pad_token_id, hooks=Hooks(log=lambda *_: None))
         return tokens / (time.perf_counter() - t)
 
     rows = [{"input_ids": i, "labels": lab} for i, lab in zip(data.input_ids, data.labels)]

@@ -13,6 +13,7 @@ from .config import LLAMA_TARGETS, AdapterConfig, powers_of_two_upto
 from .export import load_adapter, read_adapter_config, save_adapter
 from .inject import (
     AdapterSummary,
+    adapter_config,
     adapter_layers,
     adapter_summary,
     add_adapters,
@@ -24,12 +25,13 @@ from .inject import (
     set_rank,
     unmerge_adapters,
 )
-from .layer import RULES, AdapterLayer, svd_factors
-from .p_schedule import OBJECTIVES, p_vector, rank_weights, scale
+from .layer import AdapterLayer, svd_factors
+from .methods import METHODS, OBJECTIVES, RULES
+from .p_schedule import p_vector, rank_weights, scale
 
 __all__ = [
-    "AdapterConfig", "AdapterLayer", "AdapterSummary", "LLAMA_TARGETS", "OBJECTIVES", "RULES", "add_adapters",
-    "adapter_layers", "adapter_summary", "aurac", "find_target_modules", "load_adapter", "merge_adapters",
-    "merge_and_unload", "p_vector", "powers_of_two_upto", "rank_weights", "read_adapter_config", "sample_train_rank",
-    "save_adapter", "scale", "set_example_p", "set_rank", "svd_factors", "unmerge_adapters",
+    "AdapterConfig", "AdapterLayer", "AdapterSummary", "adapter_config", "LLAMA_TARGETS", "METHODS", "OBJECTIVES",
+    "RULES", "add_adapters", "adapter_layers", "adapter_summary", "aurac", "find_target_modules", "load_adapter",
+    "merge_adapters", "merge_and_unload", "p_vector", "powers_of_two_upto", "rank_weights", "read_adapter_config",
+    "sample_train_rank", "save_adapter", "scale", "set_example_p", "set_rank", "svd_factors", "unmerge_adapters",
 ]

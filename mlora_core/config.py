@@ -9,10 +9,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from .p_schedule import METHODS, OBJECTIVES, SCALING_RULES, SCHEDULES
-
-SCALINGS = tuple(SCALING_RULES)
-P_SCHEDULES = tuple(SCHEDULES)   # nested-sum weightings of Matryoshka's P (p_schedule.py)
+from .methods import METHODS, SCALINGS, SCHEDULES, check
 
 # Llama/Qwen/Mistral projection names: the paper adapts all seven.
 LLAMA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -37,8 +34,9 @@ class AdapterConfig:
     eval_ranks: tuple[int, ...] | None = None   # E; default powers of two <= r
     scaling: str = "sqrt"               # s(t): none -> 1, rank -> alpha/t, sqrt -> alpha/sqrt(t)
     alpha: float = 1.0
-    p_schedule: str = "diag"            # matryoshka only: diag | binary | geometric
-    objective: str = "summed"           # matryoshka only: summed | per_rank | stratified (objectives.py)
+    p_schedule: str = "diag"            # matryoshka only: diag | binary | geometric | top
+    objective: str | None = None        # matryoshka: summed | per_rank | stratified (objectives.py);
+    #                                     None: the method's own (methods.METHODS[method].objectives[0])
     target_modules: tuple[str, ...] | str = LLAMA_TARGETS  # str = regex full match; "all-linear"
     exclude_modules: tuple[str, ...] = ()
     dropout: float = 0.0
@@ -47,19 +45,16 @@ class AdapterConfig:
         def fix(name: str, value: Any) -> None:
             object.__setattr__(self, name, value)
 
-        if self.method not in METHODS:
-            raise ValueError(f"method: unknown method {self.method!r}; choose one of {METHODS}")
+        check("method", METHODS, self.method)
         if isinstance(self.rank, bool) or not isinstance(self.rank, int) or self.rank <= 0:
             raise ValueError(f"rank: must be a positive integer, got {self.rank!r}")
-        if self.scaling not in SCALINGS:
-            raise ValueError(f"scaling: unknown scaling {self.scaling!r}; choose one of {SCALINGS}")
-        if self.p_schedule not in P_SCHEDULES:
-            raise ValueError(f"p_schedule: unknown schedule {self.p_schedule!r}; choose one of {P_SCHEDULES}")
-        if self.objective not in OBJECTIVES:
-            raise ValueError(f"objective: unknown objective {self.objective!r}; choose one of {OBJECTIVES}")
-        if self.objective != "summed" and self.method != "matryoshka":
-            raise ValueError(f"objective: {self.objective!r} is a Matryoshka objective; method {self.method!r} "
-                             "trains its own way (leave objective at 'summed')")
+        check("scaling", SCALINGS, self.scaling)
+        check("p_schedule", SCHEDULES, self.p_schedule)
+        own = METHODS[self.method].objectives
+        if self.objective is None:
+            fix("objective", own[0])
+        elif self.objective not in own:
+            raise ValueError(f"objective: method {self.method!r} trains with {own}, not {self.objective!r}")
         if not (self.alpha > 0):
             raise ValueError(f"alpha: must be > 0, got {self.alpha!r}")
         if not (0.0 <= self.dropout < 1.0):
@@ -110,5 +105,4 @@ class AdapterConfig:
                                    eval_ranks=keep(self.eval_ranks))
 
 
-__all__ = ["AdapterConfig", "METHODS", "OBJECTIVES", "SCALINGS", "P_SCHEDULES", "LLAMA_TARGETS",
-           "powers_of_two_upto"]
+__all__ = ["AdapterConfig", "LLAMA_TARGETS", "powers_of_two_upto"]

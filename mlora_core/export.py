@@ -19,9 +19,9 @@ import torch
 from torch import nn
 
 from .config import AdapterConfig
-from .inject import adapter_layers, add_adapters
+from .inject import adapter_config, adapter_layers, add_adapters
 from .io import load_tensors, read_json, save_tensors, write_json
-from .layer import RULES
+from .methods import RULES, check
 
 FORMAT = "mlora-adapter"
 FORMAT_VERSION = 1
@@ -38,9 +38,8 @@ def save_adapter(model: nn.Module, path: str | Path, rank: int | None = None, ru
     layers = list(adapter_layers(model))
     if not layers:
         raise ValueError("model has no adapters; nothing to save")
-    if rule not in RULES:
-        raise ValueError(f"rule: unknown rule {rule!r}; choose one of {RULES}")
-    config = layers[0][1].config
+    check("rule", RULES, rule)
+    config = adapter_config(model)
     if rank is not None and not 1 <= rank <= config.rank:
         raise ValueError(f"rank: must be in [1, {config.rank}], got {rank}")
     k = rank or config.rank

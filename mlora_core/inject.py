@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from .config import AdapterConfig
-from .layer import ADAPTABLE, RULES, AdapterLayer
+from .layer import ADAPTABLE, AdapterLayer
+from .methods import RULES, check
 
 log = logging.getLogger("mlora_core")
 
@@ -112,8 +113,7 @@ def _layers_or_raise(model: nn.Module) -> list[AdapterLayer]:
 def set_rank(model: nn.Module, rank: int | None, rule: str = "truncate") -> None:
     """Serve every adapter at `rank` under `rule` (truncate | prefix | svd, see layer.py);
     None = training behaviour."""
-    if rule not in RULES:
-        raise ValueError(f"rule: unknown rule {rule!r}; choose one of {RULES}")
+    check("rule", RULES, rule)
     for layer in _layers_or_raise(model):
         if rank is not None and not 1 <= rank <= layer.config.rank:
             raise ValueError(f"rank: must be in [1, {layer.config.rank}], got {rank}")
@@ -129,10 +129,10 @@ def set_example_p(model: nn.Module, rows: torch.Tensor | None) -> None:
         layer.example_p = rows
 
 
-def sample_train_rank(model: nn.Module, rng: random.Random) -> int | None:
-    """DyLoRA: draw this step's rank t from R (the same t for every layer). No-op otherwise."""
+def sample_train_rank(model: nn.Module, config: AdapterConfig, rng: random.Random) -> int | None:
+    """DyLoRA (`config`, the model's adapters): draw this step's rank t from R, the same t for every
+    layer. No-op otherwise."""
     layers = _layers_or_raise(model)
-    config = layers[0].config
     if config.method != "dylora":
         return None
     t = rng.choice(config.train_ranks)
@@ -141,10 +141,18 @@ def sample_train_rank(model: nn.Module, rng: random.Random) -> int | None:
     return t
 
 
+def adapter_config(model: nn.Module) -> AdapterConfig:
+    """The config every adapter of `model` was added with (add_adapters gives all of them one):
+    for the model-level APIs that take a model alone (save_adapter, PEFT export)."""
+    configs = {l.config for l in _layers_or_raise(model)}
+    if len(configs) != 1:
+        raise ValueError(f"model's adapters have {len(configs)} different configs; expected one")
+    return configs.pop()
+
+
 def merge_adapters(model: nn.Module, rank: int | None = None, safe: bool = True, rule: str = "truncate") -> None:
     """Fold the rank-`rank` update (under `rule`) into the base weights (zero-overhead inference)."""
-    if rule not in RULES:
-        raise ValueError(f"rule: unknown rule {rule!r}; choose one of {RULES}")
+    check("rule", RULES, rule)
     for layer in _layers_or_raise(model):
         layer.merge(rank, safe=safe, rule=rule)
 

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import AdapterConfig
+from .methods import RULES, check
 from .p_schedule import p_vector, scale
 
 try:  # GPT-2 style models use transformers' Conv1D (weight stored in x out)
@@ -31,7 +32,6 @@ except ImportError:  # pragma: no cover - transformers is a dependency, but the 
     Conv1D = ()
 
 ADAPTABLE = (nn.Linear,) + ((Conv1D,) if Conv1D else ())
-RULES = ("truncate", "prefix", "svd")
 
 
 @torch.no_grad()
@@ -98,7 +98,8 @@ class AdapterLayer(nn.Module):
         if rule == "svd":
             a_s, b_s = self._svd_factors()
             return a_s[:rank], b_s[:, :rank], 1.0
-        raise ValueError(f"rule: unknown rule {rule!r}; choose one of {RULES}")
+        check("rule", RULES, rule)
+        raise AssertionError(f"rule {rule!r} is registered in methods.RULES but has no factors here")
 
     def _svd_factors(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The SVD factors of the trained update, recomputed only when A or B changed."""

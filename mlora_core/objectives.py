@@ -38,10 +38,6 @@ class Pass:
     flop_rank: int                  # the adapter rank its matmuls run at (cost.py)
 
 
-def objective_of(config: AdapterConfig) -> str:
-    return config.objective if config.method == "matryoshka" else "summed"
-
-
 def assign_ranks(batch: int, weights: dict[int, float], rng: random.Random) -> list[int]:
     """One train rank per example: rank t gets floor or ceil of batch * w̄_t examples and each
     example is at t with probability exactly w̄_t (systematic sampling, then shuffled)."""
@@ -63,7 +59,7 @@ def passes(config: AdapterConfig, batch: int, *, seed: int, worker: int, micro_b
     """The forward/backward passes that make up one micro-batch's loss under `config`'s objective.
     `train_rank` is DyLoRA's rank of this step (its forward is truncated, not masked); `dtype`
     is the adapters' (P rows are computed in it)."""
-    objective = objective_of(config)
+    objective = config.objective
     if objective == "summed":
         return [Pass(1.0, None, train_rank or config.rank)]
     weights = rank_weights(config)
@@ -75,4 +71,4 @@ def passes(config: AdapterConfig, batch: int, *, seed: int, worker: int, micro_b
     raise ValueError(f"objective: unknown objective {objective!r}")
 
 
-__all__ = ["Pass", "assign_ranks", "objective_of", "passes", "stratified_rng"]
+__all__ = ["Pass", "assign_ranks", "passes", "stratified_rng"]

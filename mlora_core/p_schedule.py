@@ -18,44 +18,19 @@ share w̄_t of each batch to rank t, with w̄_t = w_t / sum_t w_t. Normalised, d
 give the same (uniform) weights there. What such an adapter is at full rank is a plain LoRA,
 s(r) A B, so their P is LoRA's.
 
-This module owns the names of the methods, scalings, schedules and objectives; the config
-validates against these registries.
+The names of the methods, scalings, schedules and objectives are registries in methods.py.
 """
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
-from typing import TYPE_CHECKING
-
 import torch
 
-if TYPE_CHECKING:
-    from .config import AdapterConfig
-
-METHODS = ("lora", "dylora", "matryoshka")
-
-SCALING_RULES: dict[str, Callable[[int, float], float]] = {
-    "none": lambda t, alpha: 1.0,
-    "rank": lambda t, alpha: alpha / t,            # classic LoRA alpha/r
-    "sqrt": lambda t, alpha: alpha / math.sqrt(t),  # rsLoRA
-}
-
-# weight w_i of the i-th smallest train rank (i = 0..n-1) in Matryoshka's nested sum
-SCHEDULES: dict[str, Callable[[int, int], float]] = {
-    "diag": lambda i, n: 1.0,
-    "binary": lambda i, n: 1.0 / n,
-    "geometric": lambda i, n: 0.5 ** i,
-    "top": lambda i, n: 0.5 ** (n - 1 - i),   # the mirror image: the largest train rank weighs most
-}
-
-# How a Matryoshka run trains (objectives.py): the paper's one P-weighted forward, one forward
-# per train rank, or one forward with every example at one train rank.
-OBJECTIVES = ("summed", "per_rank", "stratified")
+from .config import AdapterConfig
+from .methods import SCALINGS, SCHEDULES
 
 
 def scale(config: AdapterConfig, t: int) -> float:
     """s(t): the scale of the rank-t sub-adapter."""
-    return SCALING_RULES[config.scaling](t, config.alpha)
+    return SCALINGS[config.scaling](t, config.alpha)
 
 
 def rank_weights(config: AdapterConfig) -> dict[int, float]:
@@ -91,4 +66,4 @@ def p_vector(config: AdapterConfig, train_rank: int | None = None, dtype=torch.f
     return p.to(dtype)
 
 
-__all__ = ["METHODS", "OBJECTIVES", "SCALING_RULES", "SCHEDULES", "nested_p", "p_vector", "rank_weights", "scale"]
+__all__ = ["nested_p", "p_vector", "rank_weights", "scale"]

@@ -22,7 +22,7 @@ from .inject import adapter_summary, add_adapters
 from .io import write_json
 from .models import load_base_model
 from .tasks import SCORING, TaskConfig, load_examples, tokenize
-from .train import TrainConfig, latest_checkpoint, train, world
+from .train import Hooks, TrainConfig, latest_checkpoint, train, world
 
 
 @dataclass(frozen=True)
@@ -131,9 +131,10 @@ def run(config: RunConfig, output_dir: str | Path, *, callback: Callable[[dict],
     if val_examples and config.val_loss_every:
         validate = lambda: eval_loss(model, tokenizer, val_examples[rank::world_size], config.train.max_length,  # noqa: E731
                                      config.eval_batch_size, device)[0]
-    result = train(model, data, config.train, tokenizer.pad_token_id, callback=callback, checkpoint_dir=ckpt_dir,
-                   resume_from=resume_from, device=device, on_checkpoint=on_checkpoint, validate=validate,
-                   validate_every=config.val_loss_every, log=quiet)
+    hooks = Hooks(progress=callback, checkpoint=on_checkpoint, validate=validate,
+                  validate_every=config.val_loss_every, log=quiet)
+    result = train(model, config.adapter, data, config.train, tokenizer.pad_token_id, device=device,
+                   checkpoint_dir=ckpt_dir, resume_from=resume_from, hooks=hooks)
     metric = SCORING[config.eval_task.name]
     score = lambda examples, name: evaluate_ranks(  # noqa: E731
         model, tokenizer, examples, config.adapter.eval_ranks, metric, rules=config.eval_rules,

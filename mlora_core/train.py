@@ -20,10 +20,11 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from .config import AdapterConfig
 from .cost import flop_model
-from .inject import adapter_layers, sample_train_rank, set_example_p
+from .inject import sample_train_rank, set_example_p
 from .io import load_tensors, read_json, save_tensors, write_json
-from .objectives import Pass, objective_of, passes
+from .objectives import Pass, passes
 from .tasks import TokenizedData, collate
 
 
@@ -194,18 +195,67 @@ def _forward_fn(model, adapter, config: TrainConfig, device: torch.device, world
     return torch.compile(forward)
 
 
-def train(model, data: TokenizedData, config: TrainConfig, pad_id: int, *,
-          callback: Callable[[dict], None] | None = None, checkpoint_dir: str | Path | None = None,
-          resume_from: str | Path | None = None, device: str | torch.device = "cpu",
-          on_checkpoint: Callable[[Path | None, dict], None] | None = None,
-          validate: Callable[[], float] | None = None, validate_every: int = 0,
-          log: Callable[[str], None] = print) -> TrainResult:
-    """Train the model's adapter parameters on `data` (already tokenized and masked).
+@dataclass(frozen=True)
+class Hooks:
+    """What leaves a run while it trains; every one optional.
 
-    `callback(metrics)` runs every step on every worker; `on_checkpoint(path, metrics)` runs on
-    every worker after each checkpoint (path is None on workers other than rank 0). With
-    `validate` (a validation loss, computed in eval mode) the metrics of every `validate_every`-th
-    step but the last carry `val_loss`: what an early-stopping scheduler compares."""
+    `progress(metrics)` runs every step on every worker; `checkpoint(path, metrics)` on every worker
+    after each checkpoint (path None on workers other than rank 0). With `validate` (a validation
+    loss, computed in eval mode) the metrics of every `validate_every`-th step but the last carry
+    `val_loss`: what an early-stopping scheduler compares."""
+    progress: Callable[[dict], None] | None = None
+    checkpoint: Callable[[Path | None, dict], None] | None = None
+    validate: Callable[[], float] | None = None
+    validate_every: int = 0
+    log: Callable[[str], None] = print
+
+
+@dataclass
+class _Loop:
+    """A run's moving parts, set up once (in this order: the RNG draws must not move)."""
+    model: torch.nn.Module
+    adapter: AdapterConfig
+    config: TrainConfig
+    data: TokenizedData
+    pad_id: int
+    device: torch.device
+    rank: int
+    world_size: int
+    total: int
+    params: list
+    optimizer: torch.optim.Optimizer
+    forward: Callable
+    rank_rng: random.Random
+    p_rows: torch.Tensor | None
+    amp: bool
+
+    def step(self, step: int, flop_model) -> tuple[float, int, list[float], int | None]:
+        """One optimizer step: (loss averaged over workers, tokens on this worker, FLOPs of all workers
+        per micro-batch, DyLoRA's train rank or None)."""
+        c, n = self.config, len(self.data.input_ids)
+        t = sample_train_rank(self.model, self.adapter, self.rank_rng)
+        loss, tokens, flops = torch.zeros((), device=self.device), 0, []
+        for micro in range(c.grad_accum):
+            m = step * c.grad_accum + micro
+            idx = micro_batch_indices(m, n, c.batch_size, c.seed, self.rank, self.world_size)
+            batch = collate([self.data.input_ids[i] for i in idx], [self.data.labels[i] for i in idx], self.pad_id)
+            batch = {k: v.to(self.device) for k, v in batch.items()}
+            todo = passes(self.adapter, len(idx), seed=c.seed, worker=self.rank, micro_batch=m, train_rank=t,
+                          dtype=self.params[0].dtype)
+            loss += backward_passes(self.forward, batch, todo, self.p_rows, c.grad_accum, self.amp)
+            flops.append(sum(flop_model.train_step(*batch["input_ids"].shape, rank=p.flop_rank) for p in todo)
+                         * self.world_size)
+            tokens += int(batch["attention_mask"].sum())
+        torch.nn.utils.clip_grad_norm_(self.params, c.max_grad_norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.world_size > 1:
+            dist.all_reduce(loss)
+            loss /= self.world_size
+        return float(loss), tokens, flops, t
+
+
+def _setup(model, adapter: AdapterConfig, data: TokenizedData, config: TrainConfig, pad_id: int, device, log) -> _Loop:
     if config.threads:
         torch.set_num_threads(config.threads)
     rank, world_size = world()
@@ -214,24 +264,31 @@ def train(model, data: TokenizedData, config: TrainConfig, pad_id: int, *,
     if n < config.batch_size * world_size:
         raise ValueError(f"train: {n} examples is fewer than one batch "
                          f"({config.batch_size} x {world_size} workers)")
-    total = total_steps(config, n, world_size)
     params = list(_adapter_params(model).values())
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    fm = flop_model(model)
-    adapter = next(adapter_layers(model))[1].config
     forward = _forward_fn(model, adapter, config, device, world_size, log if rank == 0 else lambda _: None)
     rank_rng = random.Random(config.seed)  # same on every worker: DyLoRA's t agrees everywhere
     torch.manual_seed(config.seed + rank)
-    amp = device.type == "cuda" and torch.cuda.is_bf16_supported()
     # per_rank / stratified: the per-example P rows every adapter layer reads (objectives.py)
     p_rows = None
-    if objective_of(adapter) != "summed":
+    if adapter.objective != "summed":
         p_rows = torch.zeros(config.batch_size, adapter.rank, device=device, dtype=params[0].dtype)
         set_example_p(model, p_rows)
+    return _Loop(model, adapter, config, data, pad_id, device, rank, world_size, total_steps(config, n, world_size),
+                 params, optimizer, forward, rank_rng, p_rows, amp=device.type == "cuda" and torch.cuda.is_bf16_supported())
 
+
+def train(model, adapter: AdapterConfig, data: TokenizedData, config: TrainConfig, pad_id: int, *,
+          device: str | torch.device = "cpu", checkpoint_dir: str | Path | None = None,
+          resume_from: str | Path | None = None, hooks: Hooks = Hooks()) -> TrainResult:
+    """Train the adapter parameters of `model` (adapted with `adapter`) on `data` (already tokenized
+    and masked); progress, checkpoints and validation leave through `hooks`."""
+    log = hooks.log
+    loop = _setup(model, adapter, data, config, pad_id, device, log)
+    fm, total, rank = flop_model(model), loop.total, loop.rank
     start, losses, tokens, flops = 0, [], 0, 0.0
     if resume_from is not None:
-        state = load_checkpoint(Path(resume_from), model, optimizer, rank_rng)
+        state = load_checkpoint(Path(resume_from), model, loop.optimizer, loop.rank_rng)
         start, losses, tokens, flops = state["step"], state["losses"], state["tokens"], state["flops"]
         log(f"resumed from {resume_from} at step {start}/{total}")
     bar = _progress(total, start, enabled=rank == 0)
@@ -239,57 +296,42 @@ def train(model, data: TokenizedData, config: TrainConfig, pad_id: int, *,
     model.train()
     for step in range(start, total):
         lr = config.lr * lr_factor(step, total, config.warmup_steps, config.schedule)
-        for group in optimizer.param_groups:
+        for group in loop.optimizer.param_groups:
             group["lr"] = lr
-        t = sample_train_rank(model, rank_rng)
-        step_loss, step_tokens = torch.zeros((), device=device), 0
-        for micro in range(config.grad_accum):
-            m = step * config.grad_accum + micro
-            idx = micro_batch_indices(m, n, config.batch_size, config.seed, rank, world_size)
-            batch = collate([data.input_ids[i] for i in idx], [data.labels[i] for i in idx], pad_id)
-            batch = {k: v.to(device) for k, v in batch.items()}
-            todo = passes(adapter, len(idx), seed=config.seed, worker=rank, micro_batch=m, train_rank=t,
-                          dtype=params[0].dtype)
-            step_loss += backward_passes(forward, batch, todo, p_rows, config.grad_accum, amp)
-            flops += sum(fm.train_step(*batch["input_ids"].shape, rank=p.flop_rank) for p in todo) * world_size
-            step_tokens += int(batch["attention_mask"].sum())
-        torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if world_size > 1:
-            dist.all_reduce(step_loss)
-            step_loss /= world_size
-        loss_value = float(step_loss)
-        tokens += step_tokens * world_size
-        if not math.isfinite(loss_value):
-            raise Diverged(f"loss became {loss_value} at step {step + 1} (lr {config.lr:g}): diverged")
-        losses.append(loss_value)
+        loss, step_tokens, step_flops, t = loop.step(step, fm)
+        for f in step_flops:   # one at a time, as they were counted (the sum is bitwise that of earlier runs)
+            flops += f
+        tokens += step_tokens * loop.world_size
+        if not math.isfinite(loss):
+            raise Diverged(f"loss became {loss} at step {step + 1} (lr {config.lr:g}): diverged")
+        losses.append(loss)
         elapsed = time.perf_counter() - t0
-        metrics = {"step": step + 1, "train_loss": loss_value, "lr": lr, "train_rank": t or adapter.rank,
+        metrics = {"step": step + 1, "train_loss": loss, "lr": lr, "train_rank": t or adapter.rank,
                    "tokens": tokens, "tokens_per_s": tokens / max(elapsed, 1e-9)}
         # not at the last step: a scheduler stopping a trial there would only lose its evaluation
-        if validate is not None and validate_every and (step + 1) % validate_every == 0 and step + 1 < total:
+        if hooks.validate is not None and hooks.validate_every and (step + 1) % hooks.validate_every == 0 \
+                and step + 1 < total:
             model.eval()
-            metrics["val_loss"] = validate()
+            metrics["val_loss"] = hooks.validate()
             model.train()
-        if callback is not None:
-            callback(metrics)
+        if hooks.progress is not None:
+            hooks.progress(metrics)
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}")
+            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
         elif rank == 0 and config.log_every and ((step + 1) % config.log_every == 0 or step + 1 == total):
-            log(f"step {step + 1}/{total}  loss {loss_value:.4f}  lr {lr:.2e}  {metrics['tokens_per_s']:.0f} tok/s")
+            log(f"step {step + 1}/{total}  loss {loss:.4f}  lr {lr:.2e}  {metrics['tokens_per_s']:.0f} tok/s")
         due = step + 1 == total or (config.checkpoint_every and (step + 1) % config.checkpoint_every == 0)
         if checkpoint_dir is not None and due:
             path = Path(checkpoint_dir) / f"step_{step + 1:06d}" if rank == 0 else None
             if path is not None:
-                save_checkpoint(path, model, optimizer, step + 1, rank_rng,
+                save_checkpoint(path, model, loop.optimizer, step + 1, loop.rank_rng,
                                 {"losses": losses, "tokens": tokens, "flops": flops})
-            if on_checkpoint is not None:
-                on_checkpoint(path, metrics)
+            if hooks.checkpoint is not None:
+                hooks.checkpoint(path, metrics)
     if bar is not None:
         bar.close()
-    if p_rows is not None:
+    if loop.p_rows is not None:
         set_example_p(model, None)
     model.eval()
     return TrainResult(total, losses, tokens, flops, time.perf_counter() - t0, data.truncated, start)

@@ -10,6 +10,8 @@ import os
 import sys
 from pathlib import Path
 
+from mlora_core.methods import RULES
+
 EXIT_OK, EXIT_BAD_INPUT = 0, 2   # 1 (some trials failed) comes from sweep.run_sweep
 # library progress bars (MLflow artifact transfers, datasets' file reads) stay out of a sweep's
 # output unless asked for: set these to true/0 to see them
@@ -38,7 +40,7 @@ def cmd_validate(args) -> int:
 
 def cmd_plan(args) -> int:
     from .config import load_experiment
-    from .plan import estimate, plan, search_groups
+    from .plan import estimate, grid_of, plan, search_groups
     exp = load_experiment(args.config)
     trials = plan(exp)
     est = {e.trial_id: e for e in estimate(exp, trials)}
@@ -50,8 +52,8 @@ def cmd_plan(args) -> int:
     fmt = lambda v, f: "n/a" if v is None else format(v, f)  # noqa: E731
     for t in trials:
         e = est[t.trial_id]
-        print(f"{t.trial_id:<{width}} {t.method:<10} {t.objective if t.method == 'matryoshka' else '-':<10} "
-              f"{t.rank:>4} {t.budget:>6} {t.lr:>8.1e} {t.seed:>4} "
+        print(f"{t.trial_id:<{width}} {t.method:<10} {t.objective or '':<10} "
+              f"{t.rank:>4} {t.budget:>6g} {t.lr:>8.1e} {t.seed:>4} "
               f"{fmt(e.train_flops and e.train_flops / 1e9, '10.1f'):>10} {fmt(e.device_hours, '8.4f'):>8} "
               f"{fmt(e.dollars, '8.2f'):>8}")
     groups = search_groups(exp)
@@ -80,10 +82,10 @@ def cmd_plan(args) -> int:
           f"${exp.cost.price_per_device_hour:g}/device-hour ({exp.cost.device}, {exp.cost.effective_tflops:g} "
           f"effective TFLOP/s per device)")
     # one run of each one-run arm against one grid (a run per rank); lr and seed do not change FLOPs
-    arms = {t.arm: (t.method, est[t.trial_id].train_flops) for t in trials if est[t.trial_id].train_flops}
-    grid = [f for method, f in arms.values() if method == "lora"]
-    for arm, (method, flops) in arms.items() if grid else ():
-        if method != "lora":
+    arms = {t.arm: (t, est[t.trial_id].train_flops) for t in trials if est[t.trial_id].train_flops}
+    grid = [arms[t.arm][1] for t in grid_of(t for t, _ in arms.values())]
+    for arm, (t, flops) in arms.items() if grid else ():
+        if t.one_run:
             runs = f"{len(grid)} run" + ("s" if len(grid) != 1 else "")
             print(f"one {arm} run = {100 * flops / sum(grid):.0f}% of the LoRA grid's training FLOPs ({runs})")
     return EXIT_OK
@@ -134,9 +136,10 @@ def cmd_register(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from .registry import export_peft
-    out = export_peft(args.model_uri, args.rank, args.out, tracking_uri=args.tracking_uri, rule=args.rule)
-    print(f"PEFT adapter (rank {args.rank}, rule {args.rule or 'recommended'}) written to {out}")
+    from .registry import export_peft, resolve_model_source
+    model_uri, uri = resolve_model_source(args.source, args.tracking_uri)
+    out, rule = export_peft(model_uri, args.rank, args.out, tracking_uri=uri, rule=args.rule)
+    print(f"PEFT adapter of {model_uri} (rank {args.rank}, rule {rule}) written to {out}")
     return EXIT_OK
 
 
@@ -172,9 +175,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tracking-uri", **uri)
     s.set_defaults(fn=cmd_register)
     s = sub.add_parser("export", help="write a PEFT adapter at one rank from a registered model")
-    s.add_argument("model_uri", help="e.g. models:/mlora-tiny@recommended")
+    s.add_argument("source", help="a registered model (models:/mlora-tiny@recommended; its store: --tracking-uri, "
+                                  "else the sweep under ./outputs that registers it) or a sweep's output dir")
     s.add_argument("--rank", type=int, required=True)
-    s.add_argument("--rule", choices=["truncate", "prefix", "svd"],
+    s.add_argument("--rule", choices=list(RULES),
                    help="rank-k rule (default: the one the registered model recommends)")
     s.add_argument("out")
     s.add_argument("--tracking-uri", **uri)

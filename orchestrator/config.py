@@ -6,21 +6,26 @@ before exiting 2.
 """
 from __future__ import annotations
 
+import dataclasses
 import re
+import typing
 from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
-from mlora_core.config import LLAMA_TARGETS, OBJECTIVES, P_SCHEDULES, SCALINGS, powers_of_two_upto
-from mlora_core.layer import RULES
+from mlora_core.config import AdapterConfig, powers_of_two_upto
+from mlora_core.methods import OBJECTIVES, RULES, SCALINGS, SCHEDULES
 from mlora_core.models import check_model_id
 from mlora_core.offline_data import check_installed as check_offline_installed
 from mlora_core.tasks import SOURCES, TASKS, source_problem
+from mlora_core.train import TrainConfig
 
 PosInt = Annotated[int, Field(gt=0, strict=True)]
 PosFloat = Annotated[float, Field(gt=0)]
+NonNegInt = Annotated[int, Field(ge=0, strict=True)]
+Objective = Literal[tuple(OBJECTIVES)]  # type: ignore[valid-type]
 
 
 class ConfigError(ValueError):
@@ -36,6 +41,15 @@ class ConfigError(ValueError):
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def from_core(core: type, name: str, keys: dict[str, object], base: type[BaseModel] = Strict, doc: str = "") -> type:
+    """A YAML section whose keys are fields of a core config dataclass: each key's type and bounds
+    are given here, its default is the core's (written once, there; a tuple reads as a YAML list)."""
+    defaults = {f.name: f.default for f in dataclasses.fields(core)}
+    listed = lambda v: list(v) if isinstance(v, tuple) else v  # noqa: E731
+    return create_model(name, __base__=base, __doc__=doc or base.__doc__,
+                        **{k: (t, listed(defaults[k])) for k, t in keys.items()})
 
 
 class TaskSpec(Strict):
@@ -69,15 +83,8 @@ class Tasks(Strict):
     eval: TaskSpec = TaskSpec(name="synthetic", split="test", n=300)
 
 
-class Adapter(Strict):
-    target_modules: list[str] | str = list(LLAMA_TARGETS)
-    exclude_modules: list[str] = []
-    rank: PosInt = 16                       # max rank r (Matryoshka, DyLoRA)
-    train_ranks: list[PosInt] | None = None  # R; default powers of two <= r
-    eval_ranks: list[PosInt] | None = None   # E; default powers of two <= r
-    scaling: Literal[SCALINGS] = "sqrt"  # type: ignore[valid-type]
-    alpha: PosFloat = 1.0
-    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
+class _AdapterChecks(Strict):
+    """The adapter every arm shares (mlora_core.AdapterConfig: its defaults)."""
 
     @model_validator(mode="after")
     def _ranks_within_max(self):
@@ -90,6 +97,19 @@ class Adapter(Strict):
     @property
     def eval_rank_list(self) -> list[int]:
         return sorted(set(self.eval_ranks or powers_of_two_upto(self.rank)))
+
+
+Adapter = from_core(AdapterConfig, "Adapter", base=_AdapterChecks, keys={
+    "target_modules": Annotated[list[str] | str, Field(description="a list of module names, or one regex string "
+                                                                   "(\"all-linear\": every linear layer)")],
+    "exclude_modules": list[str],
+    "rank": PosInt,                         # max rank r (Matryoshka, DyLoRA)
+    "train_ranks": list[PosInt] | None,     # R; default powers of two <= r
+    "eval_ranks": list[PosInt] | None,      # E; default powers of two <= r
+    "scaling": Literal[tuple(SCALINGS)],    # type: ignore[valid-type]
+    "alpha": PosFloat,
+    "dropout": Annotated[float, Field(ge=0, lt=1)],
+})
 
 
 def _distinct(v):
@@ -132,23 +152,27 @@ class Search(Strict):
 
 class Arm(Strict):
     lrs: list[PosFloat] | None = None       # default: the experiment's lrs
-    target_modules: list[str] | str | None = None  # default: adapter.target_modules (per-arm ablations)
+    target_modules: list[str] | str | None = Field(   # default: adapter.target_modules (per-arm ablations)
+        None, description="a list of module names, or one regex string (\"all-linear\": every linear layer)")
     search: Search | None = None            # default: the experiment's search
+    # x training.steps (rounded to a whole step), to compare arms at equal compute: [1, 1.5, 3]
+    budgets: list[PosFloat] = [1.0]
 
-    @field_validator("lrs")
+    @field_validator("lrs", "budgets")
     @classmethod
     def _lists_distinct(cls, v):
         return _distinct(v)
 
 
 class MatryoshkaArm(Arm):
-    p_schedules: list[Literal[P_SCHEDULES]] = ["diag"]  # type: ignore[valid-type]
+    p_schedules: list[Literal[tuple(SCHEDULES)]] = ["diag"]  # type: ignore[valid-type]
     # summed: the paper's one P-weighted forward; per_rank: |R| forwards (one per train rank);
     # stratified: one forward, each example at one train rank (mlora_core/objectives.py)
-    objectives: list[Literal[OBJECTIVES]] = ["summed"]  # type: ignore[valid-type]
-    # x training.steps, to compare one-run arms at equal compute: one list for every objective,
-    # or one per objective ({summed: [1], per_rank: [1], stratified: [1, 3]})
-    budgets: list[PosInt] | dict[Literal[OBJECTIVES], list[PosInt]] = [1]  # type: ignore[valid-type]
+    objectives: list[Objective] = ["summed"]
+    # one list for every objective, or one per objective ({summed: [1], per_rank: [1], stratified: [1, 3]})
+    budgets: list[PosFloat] | dict[Objective, list[PosFloat]] = Field(
+        [1.0], description=f"a list of numbers > 0 ([1, 1.5, 3]), or such a list per objective ({{stratified: [1, 3]}}; "
+                         f"objectives: {', '.join(OBJECTIVES)})")
 
     @field_validator("p_schedules", "objectives")
     @classmethod
@@ -157,7 +181,7 @@ class MatryoshkaArm(Arm):
 
     @field_validator("budgets")
     @classmethod
-    def _budgets_distinct(cls, v):
+    def _lists_distinct(cls, v):
         for budgets in (v.values() if isinstance(v, dict) else [v]):
             _distinct(budgets)
         return v
@@ -168,7 +192,7 @@ class MatryoshkaArm(Arm):
             raise ValueError(f"budgets: no budgets for objectives {missing}")
         return self
 
-    def budgets_for(self, objective: str) -> list[int]:
+    def budgets_for(self, objective: str) -> list[float]:
         return self.budgets[objective] if isinstance(self.budgets, dict) else self.budgets
 
 
@@ -182,12 +206,7 @@ class LoraArm(Arm):
 
 
 class DyloraArm(Arm):
-    budgets: list[PosInt] = [1]                  # x training.steps
-
-    @field_validator("budgets")
-    @classmethod
-    def _budgets_distinct(cls, v):
-        return _distinct(v)
+    pass
 
 
 class Arms(Strict):
@@ -198,18 +217,19 @@ class Arms(Strict):
     dylora: DyloraArm | None = None
 
 
-class Training(Strict):
-    steps: PosInt = 300
-    epochs: PosFloat | None = None          # overrides steps
-    batch_size: PosInt = 16                 # per worker
-    grad_accum: PosInt = 1
-    max_length: PosInt = 128
-    warmup_steps: Annotated[int, Field(ge=0, strict=True)] = 20
-    schedule: Literal["cosine", "linear", "constant"] = "cosine"
-    weight_decay: Annotated[float, Field(ge=0)] = 0.0
-    max_grad_norm: PosFloat = 1.0
-    checkpoint_every: Annotated[int, Field(ge=0, strict=True)] = 0  # steps; 0 = at the end only
-    compile: bool = False                   # torch.compile the train step: GPUs (see mlora_core/train.py)
+Training = from_core(TrainConfig, "Training", doc="How every trial trains (mlora_core.TrainConfig: its defaults).", keys={
+    "steps": PosInt,
+    "epochs": PosFloat | None,              # overrides steps
+    "batch_size": PosInt,                   # per worker
+    "grad_accum": PosInt,
+    "max_length": PosInt,
+    "warmup_steps": NonNegInt,
+    "schedule": Literal["cosine", "linear", "constant"],
+    "weight_decay": Annotated[float, Field(ge=0)],
+    "max_grad_norm": PosFloat,
+    "checkpoint_every": NonNegInt,          # steps; 0 = at the end only
+    "compile": bool,                        # torch.compile the train step: GPUs (see mlora_core/train.py)
+})
 
 
 class Evaluation(Strict):
@@ -218,12 +238,17 @@ class Evaluation(Strict):
     # rank-k rules every trial is scored under (mlora_core/layer.py); the first is the primary one
     # (metrics acc_rank_{k}, aurac). truncate: s(k) A[:k] B[:k] (the paper's); prefix: A[:k] diag(P[:k])
     # B[:k] (the trained function cut at k); svd: the best rank-k approximation of the trained update
-    rules: list[Literal[RULES]] = ["truncate", "prefix", "svd"]  # type: ignore[valid-type]
+    rules: list[Literal[tuple(RULES)]] = list(RULES)  # type: ignore[valid-type]
 
     @field_validator("rules")
     @classmethod
     def _rules_distinct(cls, v):
         return _distinct(v)
+
+    @property
+    def primary_rule(self) -> str:
+        """The rule of the unprefixed metrics (acc_rank_{k}, aurac) and of a search's score."""
+        return self.rules[0]
 
 
 class Resources(Strict):
@@ -330,8 +355,29 @@ class Experiment(Strict):
 _KEYED = re.compile(r"^([a-z_][\w.]*): (.*)$", re.S)
 
 
-def _loc(loc: tuple) -> str:
-    return ".".join(str(p) for p in loc if not str(p).startswith(("function-", "literal[", "constrained-")))
+_INNER = ("function-", "literal[", "constrained-")   # pydantic's validator steps inside one key
+_BRANCH = ("str", "int", "float", "bool", "none")    # ... and the members of a union (also any 'x[...]')
+
+
+def _split_loc(loc: tuple) -> tuple[str, str | None, str]:
+    """(key path, the union member the error came from or None, the path inside that member)."""
+    parts = [str(p) for p in loc if not str(p).startswith(_INNER)]
+    for i, part in enumerate(parts):
+        if "[" in part or part in _BRANCH:
+            return ".".join(parts[:i]), part, ".".join(parts[i + 1:])
+    return ".".join(parts), None, ""
+
+
+def _accepts(path: str) -> str | None:
+    """What the schema's key at `path` accepts, in the YAML's words (its Field description)."""
+    model, field = Experiment, None
+    for seg in path.split("."):
+        field = model.model_fields.get(seg) if model is not None else None
+        if field is None:
+            return None
+        model = next((t for t in (field.annotation, *typing.get_args(field.annotation))
+                      if isinstance(t, type) and issubclass(t, BaseModel)), None)
+    return field.description if field is not None else None
 
 
 def parse_experiment(data: object, source: str = "config") -> Experiment:
@@ -340,15 +386,22 @@ def parse_experiment(data: object, source: str = "config") -> Experiment:
     try:
         return Experiment.model_validate(data)
     except ValidationError as e:
-        problems = []
+        # one line per key: each member of a union reports its own failure; the one that got past
+        # the value's type (an inner path: the list's item 1, the mapping's key) says what is wrong
+        problems: dict[str, tuple[str, bool]] = {}
         for err in e.errors():
-            where = _loc(err["loc"])
+            where, branch, inner = _split_loc(err["loc"])
             msg = err["msg"].removeprefix("Value error, ")
             if err["type"] == "value_error" and (m := _KEYED.match(msg)):  # a model validator names its key
                 where, msg = ".".join(filter(None, (where, m.group(1)))), m.group(2)
+            if branch is not None and (accepts := _accepts(where)):
+                at = f"item {inner}" if inner.isdigit() else f"key {inner.removesuffix('.[key]')!r}" \
+                    if inner.endswith("[key]") else inner
+                msg = f"must be {accepts}" + (f" ({at}: {msg[0].lower() + msg[1:]})" if inner else "")
             where = where or "(top level)"
-            problems.append(f"{where}: {msg}")
-        raise ConfigError(source, problems) from None
+            if where not in problems or (inner and not problems[where][1]):
+                problems[where] = (msg, bool(inner))
+        raise ConfigError(source, [f"{k}: {msg}" for k, (msg, _) in problems.items()]) from None
 
 
 def load_experiment(path: str | Path) -> Experiment:

@@ -1,5 +1,5 @@
-"""A trial's MLflow metrics: written by one function, read back by one (no MLflow import here,
-so Ray workers can use it too).
+"""A trial's MLflow metrics: named by one schema (the *_key functions), written by trial_metrics and
+read back by curves (no MLflow import here, so Ray workers can use it too).
 
     acc_{rule}_rank_{k}, eval_loss_{rule}_rank_{k}   accuracy / eval loss at rank k under each rule
     aurac_{rule}, aurac_log2_{rule}                   its AURAC (linear, log2 rank)
@@ -11,32 +11,48 @@ so Ray workers can use it too).
 """
 from __future__ import annotations
 
-import re
-
 EXTRA_KEYS = ("trainable_params", "peak_memory_mb", "setup_seconds", "truncated_examples")
-_ACC = re.compile(r"^acc_(?:(?P<rule>[a-z]+)_)?rank_(?P<k>\d+)$")
+SPLITS = {"test": "", "val": "val_"}      # split -> metric-name prefix
 
 
-def curve_metrics(curve: dict, rule: str | None) -> dict[str, float]:
+def acc_key(rule: str | None, k: int, split: str = "test", kind: str = "acc") -> str:
+    """acc (or eval_loss) at rank k under `rule` (None: the primary names) on `split`."""
+    return f"{SPLITS[split]}{kind}_{rule + '_' if rule else ''}rank_{k}"
+
+
+def aurac_key(rule: str | None, split: str = "test", log2: bool = False) -> str:
+    return f"{SPLITS[split]}aurac{'_log2' if log2 else ''}{'_' + rule if rule else ''}"
+
+
+def curve_metrics(curve: dict, rule: str | None, split: str = "test") -> dict[str, float]:
     """Metrics of one rank curve (RankCurve.as_dict()); rule None = the primary names."""
-    tag = f"{rule}_" if rule else ""
     out = {}
     for k, acc, loss in zip(curve["ranks"], curve["accuracy"], curve["eval_loss"]):
-        out[f"acc_{tag}rank_{k}"], out[f"eval_loss_{tag}rank_{k}"] = float(acc), float(loss)
-    out[f"aurac{'_' + rule if rule else ''}"] = float(curve["aurac"])
-    out[f"aurac_log2{'_' + rule if rule else ''}"] = float(curve["aurac_log2"])
+        out[acc_key(rule, k, split)], out[acc_key(rule, k, split, "eval_loss")] = float(acc), float(loss)
+    out[aurac_key(rule, split)] = float(curve["aurac"])
+    out[aurac_key(rule, split, log2=True)] = float(curve["aurac_log2"])
     return out
 
 
 def trial_metrics(result: dict) -> dict[str, float]:
     """Every summary metric of a finished trial, from mlora_core's RunResult.as_dict()."""
     out = curve_metrics(result["curve"], None)
-    for rule, curve in result.get("curves", {}).items():
-        out.update(curve_metrics(curve, rule))
-    for rule, curve in result.get("val_curves", {}).items():
-        out.update({f"val_{k}": v for k, v in curve_metrics(curve, rule).items()})
+    for split, curves in (("test", result.get("curves", {})), ("val", result.get("val_curves", {}))):
+        for rule, curve in curves.items():
+            out.update(curve_metrics(curve, rule, split))
     out.update({k: float(v) for k, v in result["cost"].items()})
     out.update({k: float(result[k]) for k in EXTRA_KEYS if k in result})
+    return out
+
+
+def curves(metrics: dict[str, float], rules, max_rank: int, split: str = "test") -> dict[str, dict[int, float]]:
+    """{rule: {rank: accuracy}} of a trial, read by name: every rule of the sweep (in the sweep's
+    order) at every rank up to the trial's that it was scored at."""
+    out = {}
+    for rule in rules:
+        curve = {k: metrics[key] for k in range(1, max_rank + 1) if (key := acc_key(rule, k, split)) in metrics}
+        if curve:
+            out[rule] = curve
     return out
 
 
@@ -50,17 +66,7 @@ def report_every(steps: int) -> int:
 def search_score(metrics: dict[str, float], method: str, rank: int, rule: str) -> float | None:
     """What an arm's lr is chosen by, on validation: AURAC under the rule (an adapter for every
     rank) or, for a fixed-rank LoRA, its accuracy at its own rank. None without validation."""
-    return metrics.get(f"val_acc_{rule}_rank_{rank}" if method == "lora" else f"val_aurac_{rule}")
+    return metrics.get(acc_key(rule, rank, "val") if method == "lora" else aurac_key(rule, "val"))
 
 
-def curves_of(metrics: dict[str, float]) -> dict[str, dict[int, float]]:
-    """{rule: {rank: accuracy}} from a trial's metrics; the primary names under '' (a trial
-    logged before rules existed has only those)."""
-    out: dict[str, dict[int, float]] = {}
-    for key, value in metrics.items():
-        if m := _ACC.match(key):
-            out.setdefault(m["rule"] or "", {})[int(m["k"])] = value
-    return {rule: dict(sorted(c.items())) for rule, c in out.items()}
-
-
-__all__ = ["curve_metrics", "curves_of", "report_every", "search_score", "trial_metrics"]
+__all__ = ["acc_key", "aurac_key", "curve_metrics", "curves", "report_every", "search_score", "trial_metrics"]

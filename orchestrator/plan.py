@@ -13,11 +13,13 @@ when cut; its value at k is one point of the grid's envelope.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from mlora_core.config import AdapterConfig
-from mlora_core.p_schedule import SCHEDULES
+from mlora_core.methods import passes_per_step
+from mlora_core.p_schedule import rank_weights
 from mlora_core.run import RunConfig
 from mlora_core.tasks import TaskConfig
 from mlora_core.train import TrainConfig, total_steps
@@ -25,24 +27,28 @@ from mlora_core.train import TrainConfig, total_steps
 from .config import Experiment
 from .metrics import report_every
 
+RECORD_VERSION = 1   # of TrialSpec.to_json: bump when a field changes meaning
+
 
 @dataclass(frozen=True)
 class TrialSpec:
-    method: str            # lora | dylora | matryoshka
+    """A trial's one identity, from the plan to the report: stored whole on its MLflow run and in
+    sweep.json (to_json), read back by tracking.read_trials. A field that does not apply is None."""
+    method: str                  # lora | dylora | matryoshka (mlora_core.methods.METHODS)
     rank: int
     lr: float
     seed: int
-    p_schedule: str = "diag"     # matryoshka: how P weights the nested ranks
-    objective: str = "summed"    # matryoshka: summed | per_rank | stratified
-    budget: int = 1              # x training.steps (one-run arms)
-    sample: int | None = None    # a searched arm's n-th sampled lr (None: a grid trial)
+    objective: str | None = None    # matryoshka: summed | per_rank | stratified (None: the method's own)
+    p_schedule: str | None = None   # matryoshka: how P weights the nested ranks
+    budget: float = 1               # x training.steps
+    sample: int | None = None       # a searched arm's n-th sampled lr (None: a grid trial)
 
     @property
     def arm(self) -> str:
         """What the report compares, one line each: a Matryoshka objective and schedule, DyLoRA,
-        or LoRA at rank k (at a budget other than 1: '-x3')."""
-        name = f"matryoshka-{self.objective}-{self.p_schedule}" if self.method == "matryoshka" else self.method
-        return f"{name}-r{self.rank}" + (f"-x{self.budget}" if self.budget != 1 else "")
+        or LoRA at rank k (at a budget other than 1: '-x3', '-x1.5')."""
+        name = "-".join(filter(None, (self.method, self.objective, self.p_schedule)))
+        return f"{name}-r{self.rank}" + (f"-x{self.budget:g}" if self.budget != 1 else "")
 
     @property
     def trial_id(self) -> str:
@@ -51,39 +57,65 @@ class TrialSpec:
             return f"{self.arm}-lr{self.lr:.0e}-s{self.seed}"
         return f"{self.arm}-o{self.sample:02d}-lr{self.lr:.2e}-s{self.seed}"   # sampled lrs need more digits
 
+    @property
+    def one_run(self) -> bool:
+        """Serves every rank from one run (Matryoshka, DyLoRA), unlike a LoRA-k of the grid."""
+        return self.method != "lora"
+
     def as_dict(self) -> dict:
-        return {**asdict(self), "arm": self.arm, "trial_id": self.trial_id}
+        """The fields, plus the derived arm and trial id (what Tune's table and ASHA read)."""
+        return {**dataclasses.asdict(self), "v": RECORD_VERSION, "arm": self.arm, "trial_id": self.trial_id}
+
+    def to_json(self) -> str:
+        return json.dumps(self.as_dict(), sort_keys=True)
 
     @classmethod
     def from_dict(cls, d: dict) -> TrialSpec:
+        if d.get("v", RECORD_VERSION) != RECORD_VERSION:
+            raise ValueError(f"trial record version {d.get('v')} is not {RECORD_VERSION}: written by another mlora")
         return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d})
 
+    @classmethod
+    def from_json(cls, text: str) -> TrialSpec:
+        return cls.from_dict(json.loads(text))
 
-def _nested_duplicate(schedule: str, objective: str, earlier: list[str], n_ranks: int) -> bool:
+
+def _nested_duplicate(schedule: str, objective: str, earlier: list[str], adapter: AdapterConfig) -> bool:
     """per_rank and stratified use a schedule's weights normalised (p_schedule.rank_weights), so
     schedules that differ only by a factor (diag and binary) train the very same thing: run one."""
     if objective == "summed":
         return False
-    weights = lambda s: [SCHEDULES[s](i, n_ranks) / sum(SCHEDULES[s](j, n_ranks) for j in range(n_ranks))  # noqa: E731
-                         for i in range(n_ranks)]
+    weights = lambda s: list(rank_weights(dataclasses.replace(adapter, p_schedule=s)).values())  # noqa: E731
     return any(all(math.isclose(x, y) for x, y in zip(weights(e), weights(schedule))) for e in earlier)
 
 
 def arms_of(exp: Experiment) -> list[tuple[str, TrialSpec]]:
-    """(arm kind, a template TrialSpec with lr and seed unset) for every arm of the experiment."""
+    """(arm kind, a template TrialSpec with lr and seed unset) for every arm of the experiment, at
+    every budget it runs."""
     a, r = exp.arms, exp.adapter.rank
     out: list[tuple[str, TrialSpec]] = []
     if a.matryoshka:
-        n_ranks = len(AdapterConfig(rank=r, train_ranks=tuple(exp.adapter.train_ranks or ()) or None).train_ranks)
+        adapter = AdapterConfig(rank=r, train_ranks=tuple(exp.adapter.train_ranks or ()) or None)
         schedules = a.matryoshka.p_schedules
-        out += [("matryoshka", TrialSpec("matryoshka", r, 0.0, 0, p_schedule=s, objective=o, budget=b))
+        out += [("matryoshka", TrialSpec("matryoshka", r, 0.0, 0, objective=o, p_schedule=s, budget=b))
                 for o in a.matryoshka.objectives for i, s in enumerate(schedules)
-                if not _nested_duplicate(s, o, schedules[:i], n_ranks) for b in a.matryoshka.budgets_for(o)]
+                if not _nested_duplicate(s, o, schedules[:i], adapter) for b in a.matryoshka.budgets_for(o)]
     if a.lora:
-        out += [("lora", TrialSpec("lora", k, 0.0, 0)) for k in sorted(set(a.lora.ranks or exp.adapter.eval_rank_list))]
+        out += [("lora", TrialSpec("lora", k, 0.0, 0, budget=b))
+                for k in sorted(set(a.lora.ranks or exp.adapter.eval_rank_list)) for b in a.lora.budgets]
     if a.dylora:
         out += [("dylora", TrialSpec("dylora", r, 0.0, 0, budget=b)) for b in a.dylora.budgets]
     return out
+
+
+def grid_of(specs) -> list[TrialSpec]:
+    """The LoRA grid among `specs`: per rank, the fixed-rank LoRA at the least budget (more budgets
+    of LoRA-k are arms of their own), by rank."""
+    least: dict[int, TrialSpec] = {}
+    for s in specs:
+        if not s.one_run and (s.rank not in least or s.budget < least[s.rank].budget):
+            least[s.rank] = s
+    return [least[k] for k in sorted(least)]
 
 
 def plan(exp: Experiment) -> list[TrialSpec]:
@@ -134,21 +166,19 @@ def search_groups(exp: Experiment) -> list[SearchGroup]:
 
 
 def run_config(exp: Experiment, spec: TrialSpec) -> RunConfig:
-    """What one trial trains: the experiment's settings with this trial's method/rank/lr/seed."""
+    """What one trial trains: the experiment's settings with this trial's method/rank/lr/seed/budget."""
     ad = exp.adapter
     targets = getattr(exp.arms, spec.method).target_modules or ad.target_modules
     eval_ranks = tuple(k for k in ad.eval_rank_list if k <= spec.rank) or (spec.rank,)
     train_ranks = tuple(k for k in (ad.train_ranks or []) if k <= spec.rank) or None
+    own = {k: v for k, v in (("objective", spec.objective), ("p_schedule", spec.p_schedule)) if v is not None}
     adapter = AdapterConfig(method=spec.method, rank=spec.rank, train_ranks=train_ranks, eval_ranks=eval_ranks,
-                            scaling=ad.scaling, alpha=ad.alpha, p_schedule=spec.p_schedule, objective=spec.objective,
+                            scaling=ad.scaling, alpha=ad.alpha, **own,
                             target_modules=tuple(targets) if isinstance(targets, list) else targets,
                             exclude_modules=tuple(ad.exclude_modules), dropout=ad.dropout)
     t = exp.training
-    train = TrainConfig(steps=t.steps * spec.budget, epochs=t.epochs and t.epochs * spec.budget,
-                        batch_size=t.batch_size, grad_accum=t.grad_accum, lr=spec.lr,
-                        weight_decay=t.weight_decay, warmup_steps=t.warmup_steps, schedule=t.schedule,
-                        max_grad_norm=t.max_grad_norm, max_length=t.max_length, seed=spec.seed,
-                        checkpoint_every=t.checkpoint_every, compile=t.compile,
+    train = TrainConfig(**t.model_dump(exclude={"steps", "epochs"}), steps=budgeted_steps(t.steps, spec.budget),
+                        epochs=t.epochs and t.epochs * spec.budget, lr=spec.lr, seed=spec.seed,
                         threads=max(1, int(exp.resources.cpus_per_worker)) if not exp.resources.gpus_per_worker else None)
     train_task, val_task = tasks_of(exp, spec.seed)
     return RunConfig(model=exp.model, train_task=train_task, eval_task=TaskConfig(**exp.tasks.eval.model_dump()),
@@ -158,6 +188,11 @@ def run_config(exp: Experiment, spec: TrialSpec) -> RunConfig:
                      max_new_tokens=exp.eval.max_new_tokens, eval_rules=tuple(exp.eval.rules),
                      device_name=exp.cost.device, price_per_device_hour=exp.cost.price_per_device_hour,
                      devices_per_worker=devices_per_worker(exp))
+
+
+def budgeted_steps(steps: int, budget: float) -> int:
+    """training.steps x budget, rounded to a whole step (at least one): 1000 x 1.5 = 1500."""
+    return max(1, round(steps * budget))
 
 
 def tasks_of(exp: Experiment, seed: int) -> tuple[TaskConfig, TaskConfig | None]:
@@ -175,14 +210,11 @@ def tasks_of(exp: Experiment, seed: int) -> tuple[TaskConfig, TaskConfig | None]
     return train, TaskConfig(name=t.name, path=t.path, source=t.source, split=v.split, n=v.n)
 
 
-def trial_params(exp: Experiment, spec: TrialSpec) -> dict:
-    """The trial's MLflow params: what identifies it (arm, method, objective, ...) and what it ran with."""
-    rc = run_config(exp, spec)
-    matryoshka = spec.method == "matryoshka"
-    return {"arm": spec.arm, "method": spec.method, "rank": spec.rank, "lr": spec.lr, "seed": spec.seed,
-            "objective": spec.objective if matryoshka else "-", "p_schedule": spec.p_schedule if matryoshka else "-",
-            "budget": spec.budget, "sample": "-" if spec.sample is None else spec.sample,
-            "model": exp.model, "dataset": exp.tasks.train.name,
+def trial_params(exp: Experiment, spec: TrialSpec, rc: RunConfig) -> dict:
+    """The trial's MLflow params, for people (the MLflow UI's columns): what applies to it and what it
+    ran with (`rc`: its run_config). Nothing reads them back: its record is TrialSpec.to_json."""
+    fields = {k: v for k, v in dataclasses.asdict(spec).items() if v is not None}
+    return {"arm": spec.arm, **fields, "model": exp.model, "dataset": exp.tasks.train.name,
             "eval_dataset": exp.tasks.eval.name, "scaling": exp.adapter.scaling, "alpha": exp.adapter.alpha,
             "val": (f"{rc.val_task.split} ({'held out, ' if rc.val_task.held_out else ''}"
                     f"{rc.val_task.n or rc.val_task.holdout})" if rc.val_task else "none"),
@@ -208,16 +240,6 @@ class Estimate:
     dollars: float | None
 
 
-def passes_per_step(adapter: AdapterConfig) -> tuple[int, float]:
-    """(forward/backward passes per micro-batch, the adapter rank they run at): per_rank makes one
-    pass per train rank; DyLoRA runs at its sampled rank (the mean of R on average)."""
-    if adapter.method == "matryoshka" and adapter.objective == "per_rank":
-        return len(adapter.train_ranks), adapter.rank
-    if adapter.method == "dylora":
-        return 1, sum(adapter.train_ranks) / len(adapter.train_ranks)
-    return 1, adapter.rank
-
-
 def estimate(exp: Experiment, trials: list[TrialSpec]) -> list[Estimate]:
     """Cost before running: FLOPs from the formula in mlora_core.cost on the model's shape,
     time from the configured effective throughput + per-trial start-up."""
@@ -230,7 +252,7 @@ def estimate(exp: Experiment, trials: list[TrialSpec]) -> list[Estimate]:
         rc = run_config(exp, spec)
         # with epochs and no fixed dataset size the steps are unknown before loading: fall back to `steps`
         n = exp.tasks.train.n
-        steps = total_steps(rc.train, n, res.workers_per_trial) if n else t.steps * spec.budget
+        steps = total_steps(rc.train, n, res.workers_per_trial) if n else rc.train.steps
         seqs = steps * t.batch_size * t.grad_accum * res.workers_per_trial
         key = (spec.rank, spec.method, spec.objective)
         if key not in models:
@@ -239,7 +261,8 @@ def estimate(exp: Experiment, trials: list[TrialSpec]) -> list[Estimate]:
         if fm is None:
             out.append(Estimate(spec.trial_id, seqs * t.max_length, None, None, None))
             continue
-        n_passes, rank = passes_per_step(rc.adapter)
+        a = rc.adapter
+        n_passes, rank = passes_per_step(a.method, a.objective, a.rank, a.train_ranks)
         flops = n_passes * fm.train_step(seqs, t.max_length, rank)
         seconds = flops / (exp.cost.effective_tflops * 1e12 * devices) + exp.cost.startup_seconds
         hours = seconds * devices / 3600

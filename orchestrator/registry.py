@@ -15,7 +15,8 @@ import tempfile
 from pathlib import Path
 
 from . import tracking
-from .results import SweepResult, load_output_dir, read_sweep_state
+from .record import load_output_dir, read_sweep_state
+from .results import SweepResult
 
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
 EXAMPLE_PROMPT = "Question: How much is 2 plus 3?\nAnswer: "
@@ -31,7 +32,7 @@ def register_sweep(output_dir: str | Path, result: SweepResult | None = None, tr
         state, result = load_output_dir(output_dir, tracking_uri)
     uri = result.tracking_uri
     exp = state["experiment"]
-    name = model_name or exp.get("registry", {}).get("model_name") or f"mlora-{exp['name']}"
+    name = model_name or model_name_of(state)
     rec = result.recommended
     if rec is None:
         raise ValueError("no finished trial in this sweep: nothing to register")
@@ -86,10 +87,39 @@ def log_adapter_model(adapter: Path, model_id: str, revision: str | None, recomm
         + (["gguf"] if is_packaged_model(model_id) else []))
 
 
-def export_peft(model_uri: str, rank: int, out: str | Path, tracking_uri: str | None = None,
-                rule: str | None = None) -> Path:
+def model_name_of(state: dict) -> str:
+    """The registered model name of a sweep (its sweep.json): registry.model_name, else mlora-<name>."""
+    exp = state["experiment"]
+    return exp.get("registry", {}).get("model_name") or f"mlora-{exp['name']}"
+
+
+def resolve_model_source(source: str, tracking_uri: str | None, search_root: Path = Path("outputs")) -> tuple[str, str]:
+    """(model URI, tracking URI) for `mlora export SOURCE`. SOURCE is a sweep's output dir (its
+    recommended adapter, in its own store) or a models:/ URI; without a tracking URI, a models:/
+    URI is looked up in the stores of the sweeps under ./outputs that register that name, so the
+    README's command works after `make sweep` with no flags."""
+    if Path(source, "sweep.json").is_file():
+        state = read_sweep_state(source)
+        return f"models:/{model_name_of(state)}@recommended", tracking_uri or state["tracking_uri"]
+    if not source.startswith("models:/"):
+        raise ValueError(f"{source}: neither a models:/ URI nor a sweep's output dir (no sweep.json)")
+    if tracking_uri:
+        return source, tracking_uri
+    name = source.removeprefix("models:/").split("@")[0].split("/")[0]
+    stores = sorted({read_sweep_state(p.parent)["tracking_uri"] for p in search_root.glob("*/sweep.json")
+                     if model_name_of(read_sweep_state(p.parent)) == name})
+    if len(stores) != 1:
+        found = f"several sweeps under {search_root}/ register {name}" if stores else \
+            f"no sweep under {search_root}/ registers {name}"
+        raise ValueError(f"{source}: {found}; pass --tracking-uri URI (or $MLFLOW_TRACKING_URI) or the sweep's output dir")
+    return source, stores[0]
+
+
+def export_peft(model_uri: str, rank: int, out: str | Path, tracking_uri: str,
+                rule: str | None = None) -> tuple[Path, str]:
     """Write a PEFT adapter (adapter_config.json + adapter_model.safetensors) at `rank` under `rule`
-    (default: the rule the registered model recommends)."""
+    (default: the rule the registered model recommends); returns (out, the rule used). Nothing is
+    written, anywhere, unless the model exists and the rank fits it."""
     import mlflow
     import torch
     from transformers import AutoModelForCausalLM
@@ -98,14 +128,16 @@ def export_peft(model_uri: str, rank: int, out: str | Path, tracking_uri: str | 
     from mlora_core.export import read_adapter_config
     from mlora_core.models import resolve_referenced_model
 
-    if tracking_uri:
-        mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_tracking_uri(tracking.existing_store(tracking_uri))
+    mlflow.set_registry_uri(tracking_uri)
     out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ValueError(f"{out} exists and is not an empty directory")
     with tempfile.TemporaryDirectory() as tmp:
         try:
             local = Path(mlflow.artifacts.download_artifacts(model_uri, dst_path=tmp))
         except Exception as e:  # noqa: BLE001  unknown model/alias/version: one line
-            raise ValueError(f"cannot fetch {model_uri}: {str(e).splitlines()[0]}") from None
+            raise ValueError(f"cannot fetch {model_uri} from {tracking_uri}: {str(e).strip().splitlines()[0]}") from None
         artifacts = local / "artifacts"
         adapter = artifacts / "adapter"
         config, _ = read_adapter_config(adapter)
@@ -118,11 +150,9 @@ def export_peft(model_uri: str, rank: int, out: str | Path, tracking_uri: str | 
                                                      revision=None if isinstance(base, Path) else
                                                      mlmodel_cfg.get("base_model_revision"))
         load_adapter(model, adapter)
-        if out.exists() and any(out.iterdir()):
-            raise ValueError(f"{out} exists and is not empty")
         rule = rule or mlmodel_cfg.get("recommended_rule", "truncate")
         save_adapter(model, out, rank=rank, rule=rule, base_model_name_or_path=mlmodel_cfg["base_model_id"])
-    return out
+    return out, rule
 
 
 def _model_config(local: Path) -> dict:

@@ -27,7 +27,11 @@ from pathlib import Path
 
 from mlora_core.io import atomic_write
 
-from .results import SweepResult, load_output_dir, read_sweep_state, verdict_lines
+from .metrics import acc_key, aurac_key
+from .plan import TrialSpec
+from .record import load_output_dir, read_sweep_state
+from .results import SweepResult
+from .summary import verdict_lines
 
 COLORS = {"matryoshka": "#d62728", "dylora": "#9467bd", "lora": "#1f77b4", "lora-grid": "#1f77b4"}
 # per arm within a family, so every line of a plot keeps one colour across panels
@@ -137,11 +141,10 @@ def _cost_plot(plt, result: SweepResult):
     grid = [p for p in pts if p["kind"] == "lora-grid"]
     if grid:
         ax.plot([p["device_hours"] for p in grid], [p["aurac"] for p in grid], "s-", color=COLORS["lora"],
-                label="LoRA grid, growing set (r1, r1+r2, ...)")
+                label=f"LoRA grid, growing set ({', '.join(p['label'].removeprefix('LoRA ') for p in grid)})")
     for p in pts:
         if p["kind"] != "lora-grid":
-            rule = p["label"].rsplit("[", 1)[-1].rstrip("]")
-            ax.plot(p["device_hours"], p["aurac"], {"truncate": "o", "prefix": "^", "svd": "*"}.get(rule, "o"),
+            ax.plot(p["device_hours"], p["aurac"], {"truncate": "o", "prefix": "^", "svd": "*"}.get(p["rule"], "o"),
                     ms=10, color=COLORS.get(p["kind"], "k"), alpha=0.8, label=p["label"] + " (one run)")
     front = sorted((p for p in pts if p["pareto"]), key=lambda p: p["device_hours"])
     if front:
@@ -239,17 +242,17 @@ def _runs_table(result: SweepResult, ranks: list[int]) -> str:
 
 
 def _write_csv(result: SweepResult, ranks: list[int], path: Path) -> None:
-    acc = [f"acc_{rule}_rank_{k}" for rule in result.rules for k in ranks]
-    fields = ["trial_id", "run_id", "status", "arm", "method", "objective", "p_schedule", "budget", "rank", "lr",
-              "seed", *acc, *(f"aurac_{rule}" for rule in result.rules), "device_hours", "total_flops", "cost_usd",
-              "error"]
+    acc = [acc_key(rule, k) for rule in result.rules for k in ranks]
+    spec = [f.name for f in dataclasses.fields(TrialSpec)]
+    fields = ["trial_id", "run_id", "status", "arm", *spec, *acc, *(aurac_key(rule) for rule in result.rules),
+              "device_hours", "total_flops", "cost_usd", "error"]
     tmp = path.with_suffix(".csv.tmp")
     with open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields)
         w.writeheader()
         for t in result.trials:
-            row = {k: getattr(t, k) for k in ("trial_id", "run_id", "status", "arm", "method", "objective",
-                                              "p_schedule", "budget", "rank", "lr", "seed")}
+            row = {"trial_id": t.trial_id, "run_id": t.run_id, "status": t.status, "arm": t.arm,
+                   **{k: "" if v is None else v for k, v in dataclasses.asdict(t.spec).items()}}
             row.update({k: t.metrics.get(k, "") for k in fields if k not in row and k != "error"})
             w.writerow({**row, "error": t.error or ""})
     tmp.replace(path)
@@ -295,8 +298,8 @@ def _data(result: SweepResult, state: dict) -> dict:
             "envelope": result.envelope, "envelope_aurac": result.envelope_aurac,
             "envelope_aurac_log2": result.envelope_aurac_log2, "grid": result.grid,
             "curves": [as_dict(c) for c in result.curves], "cost_frontier": result.frontier,
-            "arms": {n: {"method": a.method, "rank": a.rank, "objective": a.objective, "p_schedule": a.p_schedule,
-                         "budget": a.budget, "run_cost": a.run_cost, "total_cost": a.total_cost,
+            "arms": {n: {**{k: v for k, v in dataclasses.asdict(a.spec).items() if k not in ("lr", "seed", "sample")},
+                         "run_cost": a.run_cost, "total_cost": a.total_cost,
                          "trials": len(a.trials)} for n, a in result.arms.items()},
             "failed": [{"trial_id": t.trial_id, "status": t.status, "error": t.error} for t in result.failed]}
 

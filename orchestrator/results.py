@@ -1,10 +1,10 @@
-"""A sweep, read back from MLflow (the source of truth), as one frozen SweepResult that the
-end-of-sweep summary, the report and the registry all take as input: nothing downstream
-re-reads MLflow or re-derives a choice.
+"""A sweep's trials, aggregated into one frozen SweepResult that the end-of-sweep summary, the
+report and the registry all take as input: nothing downstream re-derives a choice. Pure: typed
+trials in (record.py reads them from MLflow, the source of truth), numbers out; no I/O.
 
-    trial      one MLflow run: an arm at one lr and seed
+    trial      one MLflow run: an arm at one lr and seed (its TrialSpec and its curves)
     arm        what the report compares (plan.TrialSpec.arm): lora-r4, dylora-r16,
-               matryoshka-per_rank-diag-r16, ...; one run of it costs `run_cost`
+               matryoshka-per_rank-diag-r16, lora-r4-x2, ...; one run of it costs `run_cost`
     curve      an arm served under one rank-k rule: accuracy vs rank, mean +- std over seeds at
                the lr chosen for that curve
     candidate  a curve at one rank: an adapter a user could deploy there, at its arm's cost
@@ -12,7 +12,8 @@ re-reads MLflow or re-derives a choice.
 The choices, each made here once:
   - lr, per curve: the best mean over seeds of its AURAC (one-run arms) or of its accuracy at
     its own rank (LoRA-k), on validation when trials have validation curves, else on test
-  - envelope: at rank k, LoRA-k's accuracy at its own rank (the grid: one run per rank)
+  - the grid: one LoRA-k per rank, each at the least budget the sweep ran it at (more budgets
+    are arms of their own); envelope: at rank k, the grid's LoRA-k at its own rank
   - verdict at rank k: the cheapest candidate (FLOPs of one run) within `tolerance` of the best
     accuracy at k
   - recommended: the smallest rank holding a candidate within `tolerance` of the best accuracy
@@ -25,34 +26,30 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from mlora_core.aurac import aurac
-from mlora_core.io import read_json
 
-from .metrics import curves_of
+from .plan import TrialSpec, grid_of
 
 COST_KEYS = ("device_hours", "total_flops", "train_flops", "wall_seconds", "cost_usd", "train_tokens")
 
 
 @dataclass(frozen=True)
 class Trial:
-    trial_id: str
+    spec: TrialSpec                              # its identity (plan.py)
     run_id: str
-    arm: str
-    method: str
-    rank: int
-    objective: str
-    p_schedule: str
-    budget: int
-    lr: float
-    seed: int
     status: str                                  # FINISHED | FAILED | RUNNING ...
     error: str | None
-    curves: dict[str, dict[int, float]]          # rule -> {rank: accuracy} (test)
+    curves: dict[str, dict[int, float]]          # rule -> {rank: accuracy} (test), in the sweep's rule order
     metrics: dict[str, float]
     val_curves: dict[str, dict[int, float]] = field(default_factory=dict)   # rule -> {rank: accuracy}
-    sample: int | None = None                    # a searched arm's n-th sampled lr (None: grid)
+
+    trial_id = property(lambda self: self.spec.trial_id)
+    arm = property(lambda self: self.spec.arm)
+    method = property(lambda self: self.spec.method)
+    rank = property(lambda self: self.spec.rank)
+    lr = property(lambda self: self.spec.lr)
+    seed = property(lambda self: self.spec.seed)
 
     @property
     def ok(self) -> bool:
@@ -63,7 +60,7 @@ class Trial:
         curve = (None if on_test else self.val_curves.get(rule)) or self.curves.get(rule) or {}
         if not curve:
             return 0.0
-        if self.method == "lora":
+        if not self.spec.one_run:
             return curve.get(self.rank, 0.0)
         return aurac(list(curve), list(curve.values()))
 
@@ -96,20 +93,15 @@ class Curve:
 @dataclass(frozen=True)
 class Arm:
     name: str
-    method: str
-    rank: int
-    objective: str
-    p_schedule: str
-    budget: int
+    spec: TrialSpec                              # what its trials share (lr, seed: its first trial's)
     trials: tuple[Trial, ...]                    # every lr and seed
     curves: dict[str, Curve]                     # rule -> curve
     run_cost: dict[str, float]                   # one run: mean over its finished trials
     total_cost: dict[str, float]                 # all its trials
 
-    @property
-    def one_run(self) -> bool:
-        """Serves every rank from one run (Matryoshka, DyLoRA), unlike the LoRA grid."""
-        return self.method != "lora"
+    method = property(lambda self: self.spec.method)
+    rank = property(lambda self: self.spec.rank)
+    one_run = property(lambda self: self.spec.one_run)   # every rank from one run (Matryoshka, DyLoRA)
 
 
 @dataclass(frozen=True)
@@ -159,45 +151,6 @@ class SweepResult:
         return [c for a in self.arms.values() for c in a.curves.values()]
 
 
-# ---- reading ----------------------------------------------------------------------------
-
-def trial_from_run(run) -> Trial:
-    """An MLflow run -> Trial. The plan logged every identity param (plan.trial_params)."""
-    p, m, tags = run.data.params, run.data.metrics, run.data.tags
-    curves = curves_of({k: v for k, v in m.items() if not k.startswith("val_")})
-    primary = curves.pop("", {})
-    if not curves and primary:  # a run logged before rules existed: its one curve was truncation
-        curves = {"truncate": primary}
-    val = curves_of({k.removeprefix("val_"): v for k, v in m.items() if k.startswith("val_")})
-    val.pop("", None)
-    return Trial(trial_id=tags["mlora.trial_id"], run_id=run.info.run_id, arm=p["arm"],
-                 method=p["method"], rank=int(p["rank"]), objective=p["objective"],
-                 p_schedule=p["p_schedule"], budget=int(p["budget"]), lr=float(p["lr"]),
-                 seed=int(p["seed"]), status=run.info.status, error=tags.get("mlora.error"), curves=curves,
-                 metrics=dict(m), val_curves=val,
-                 sample=None if p.get("sample", "-") == "-" else int(p["sample"]))  # "-": a grid trial
-
-
-def load_sweep(tracking_uri: str, parent_run_id: str, tolerance: float = 0.01) -> SweepResult:
-    from . import tracking
-    runs = tracking.trial_runs(tracking_uri, parent_run_id)
-    return aggregate([trial_from_run(r) for r in runs], tolerance, tracking_uri, parent_run_id)
-
-
-def read_sweep_state(output_dir) -> dict:
-    """OUTPUT_DIR/sweep.json (tracking URI, parent run, resolved experiment), or a clear error."""
-    path = Path(output_dir) / "sweep.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{output_dir} holds no sweep (no sweep.json)")
-    return read_json(path)
-
-
-def load_output_dir(output_dir, tracking_uri: str | None = None) -> tuple[dict, SweepResult]:
-    """(sweep.json, SweepResult) of a sweep's output dir, with the tolerance its config set."""
-    state = read_sweep_state(output_dir)
-    tolerance = state.get("experiment", {}).get("registry", {}).get("tolerance", 0.01)
-    return state, load_sweep(tracking_uri or state["tracking_uri"], state["parent_run_id"], tolerance)
-
 
 # ---- aggregation ------------------------------------------------------------------------
 
@@ -236,9 +189,8 @@ def _arm(name: str, trials: list[Trial], rules: tuple[str, ...]) -> Arm:
     curves = {rule: c for rule in rules if done and (c := _curve(name, rule, done)) is not None}
     cost = lambda ts: {k: statistics.fmean(t.metrics.get(k, 0.0) for t in ts) if ts else 0.0  # noqa: E731
                        for k in COST_KEYS}
-    first = trials[0]
-    return Arm(name, first.method, first.rank, first.objective, first.p_schedule, first.budget, tuple(trials),
-               curves, cost(done), {k: sum(t.metrics.get(k, 0.0) for t in trials) for k in COST_KEYS})
+    return Arm(name, trials[0].spec, tuple(trials), curves, cost(done),
+               {k: sum(t.metrics.get(k, 0.0) for t in trials) for k in COST_KEYS})
 
 
 def _candidates(arms: dict[str, Arm]) -> list[Candidate]:
@@ -273,22 +225,22 @@ def recommend(candidates: list[Candidate], tolerance: float) -> Candidate | None
     return cheapest_within([c for c in candidates if c.rank == k], best, tolerance)
 
 
-def _envelope(arms: dict[str, Arm]) -> dict[int, float]:
-    env = {}
-    for a in arms.values():
-        if a.method == "lora" and a.curves:
-            own = next(iter(a.curves.values())).at(a.rank)  # every rule is s(r) A B at its own rank
-            if own is not None:
-                env[a.rank] = max(env.get(a.rank, 0.0), own)
-    return dict(sorted(env.items()))
+def grid_arms(arms: dict[str, Arm]) -> list[Arm]:
+    """The LoRA grid: per rank, the LoRA-k arm with results at the least budget the sweep ran it at."""
+    return [arms[s.arm] for s in grid_of(a.spec for a in arms.values() if a.curves)]
 
 
-def _grid(arms: dict[str, Arm]) -> dict:
-    lora = [a for a in arms.values() if a.method == "lora" and a.curves]
-    return {"runs": len(lora), "device_hours": sum(a.run_cost["device_hours"] for a in lora),
-            "flops": sum(a.run_cost["total_flops"] for a in lora),
-            "trials": sum(len(a.trials) for a in arms.values() if a.method == "lora"),
-            "spent_device_hours": sum(a.total_cost["device_hours"] for a in arms.values() if a.method == "lora")}
+def _envelope(grid: list[Arm]) -> dict[int, float]:
+    # every rule is s(r) A B at a LoRA's own rank: any curve gives it
+    env = {a.rank: next(iter(a.curves.values())).at(a.rank) for a in grid}
+    return {k: v for k, v in env.items() if v is not None}
+
+
+def _grid(arms: dict[str, Arm], grid: list[Arm]) -> dict:
+    lora = [a for a in arms.values() if not a.one_run]
+    return {"runs": len(grid), "device_hours": sum(a.run_cost["device_hours"] for a in grid),
+            "flops": sum(a.run_cost["total_flops"] for a in grid), "trials": sum(len(a.trials) for a in lora),
+            "spent_device_hours": sum(a.total_cost["device_hours"] for a in lora)}
 
 
 def _against_grid(arm: Arm, curve: Curve, env: dict[int, float], grid: dict, tolerance: float) -> dict:
@@ -296,7 +248,7 @@ def _against_grid(arm: Arm, curve: Curve, env: dict[int, float], grid: dict, tol
     both have), cost share of one grid, and at which ranks it is within tolerance of it."""
     common = [k for k in curve.ranks if k in env]
     entry = {"arm": arm.name, "rule": curve.rule, "label": curve.label, "method": arm.method,
-             "objective": arm.objective, "p_schedule": arm.p_schedule, "budget": arm.budget, "lr": curve.lr,
+             "objective": arm.spec.objective, "p_schedule": arm.spec.p_schedule, "budget": arm.spec.budget, "lr": curve.lr,
              "seeds": len(curve.trial_ids), "aurac": curve.aurac, "aurac_std": curve.aurac_std,
              "aurac_log2": curve.aurac_log2, "device_hours": arm.run_cost["device_hours"],
              "flops": arm.run_cost["total_flops"],
@@ -333,7 +285,7 @@ def search_trace(arm: Arm, rule: str) -> dict | None:
               for lr in lrs]
     seeds, tried = {t.seed for t in arm.trials}, {t.lr for t in arm.trials}
     return {"arm": arm.name, "rule": rule, "points": points, "chosen": curve.lr, "selected_on": curve.selected_on,
-            "searched": any(t.sample is not None for t in arm.trials), "trials": len(arm.trials),
+            "searched": any(t.spec.sample is not None for t in arm.trials), "trials": len(arm.trials),
             "lrs_tried": len(tried), "grid_trials": len(tried) * len(seeds)}
 
 
@@ -355,18 +307,18 @@ def cost_frontier(arms: dict[str, Arm], ranks: list[int]) -> dict:
     and for every single run served under each rule; plus which points are Pareto-optimal."""
     if not ranks:
         return {"ranks": [], "points": []}
-    lora = sorted((a for a in arms.values() if a.method == "lora" and a.curves), key=lambda a: a.rank)
+    lora = grid_arms(arms)
     points, spent, own = [], 0.0, []
     for i, a in enumerate(lora):
         spent += a.run_cost["device_hours"]
         own.append({a.rank: next(iter(a.curves.values())).at(a.rank)})
-        label = "LoRA " + ("+".join(f"r{x.rank}" for x in lora[:i + 1]) if i < 2 else f"r{lora[0].rank}..r{a.rank}")
-        points.append({"label": label, "kind": "lora-grid", "device_hours": spent,
+        label = "LoRA " + ("+".join(f"r{x.rank}" for x in lora[:i + 1]) if i < 3 else f"r{lora[0].rank}..r{a.rank}")
+        points.append({"label": label, "kind": "lora-grid", "rule": None, "device_hours": spent,
                        "aurac": aurac(ranks, _usable(own, ranks))})
     singles = [a for a in arms.values() if a.one_run] + lora[-1:]
     for a in singles:
         for c in a.curves.values():
-            points.append({"label": c.label, "kind": a.method, "device_hours": a.run_cost["device_hours"],
+            points.append({"label": c.label, "kind": a.method, "rule": c.rule, "device_hours": a.run_cost["device_hours"],
                            "aurac": aurac(ranks, _usable([dict(zip(c.ranks, c.mean))], ranks))})
     for p in points:  # Pareto: no other point is at most as costly and at least as good, one strictly
         p["pareto"] = not any(q is not p and q["device_hours"] <= p["device_hours"] and q["aurac"] >= p["aurac"]
@@ -374,20 +326,22 @@ def cost_frontier(arms: dict[str, Arm], ranks: list[int]) -> dict:
     return {"ranks": ranks, "points": points}
 
 
-def aggregate(trials: list[Trial], tolerance: float = 0.01, tracking_uri: str = "",
-              parent_run_id: str = "") -> SweepResult:
-    """Everything the summary, report and registry need, computed once."""
+def aggregate(trials: list[Trial], tolerance: float = 0.01, tracking_uri: str = "", parent_run_id: str = "",
+              rules: tuple[str, ...] | None = None) -> SweepResult:
+    """Everything the summary, report and registry need, computed once. `rules`: the sweep's, in its
+    order (the first is the primary); default: as the trials' curves list them."""
     order = {"matryoshka": 0, "dylora": 1, "lora": 2}
     trials = sorted(trials, key=lambda t: (order.get(t.method, 3), t.rank, t.arm, t.lr, t.seed))
-    rules = tuple(dict.fromkeys(r for t in trials for r in t.curves))
+    rules = tuple(rules or dict.fromkeys(r for t in trials for r in t.curves))
     by_arm: dict[str, list[Trial]] = {}
     for t in trials:
         by_arm.setdefault(t.arm, []).append(t)
     arms = {name: _arm(name, ts, rules) for name, ts in by_arm.items()}
-    env = _envelope(arms)
+    grid_runs = grid_arms(arms)
+    env = _envelope(grid_runs)
     env_aurac = aurac(list(env), list(env.values())) if env else None
     env_aurac2 = aurac(list(env), list(env.values()), log2=True) if env else None
-    grid = _grid(arms)
+    grid = _grid(arms, grid_runs)
     one_run = sorted((_against_grid(a, c, env, grid, tolerance) for a in arms.values() if a.one_run
                       for c in a.curves.values()), key=lambda e: -e["aurac"])
     candidates = _candidates(arms)
@@ -399,67 +353,3 @@ def aggregate(trials: list[Trial], tolerance: float = 0.01, tracking_uri: str = 
                        searches)
 
 
-# ---- the summary ------------------------------------------------------------------------
-
-def _pct(x: float | None) -> str:
-    return "n/a" if x is None else f"{100 * x:.0f}%"
-
-
-def verdict_lines(result: SweepResult) -> list[str]:
-    """The answer in words: per rank what to deploy, whether Matryoshka paid off, what to serve."""
-    lines = []
-    for c in result.verdict:
-        grid = result.envelope.get(c.rank)
-        lines.append(f"rank {c.rank:>4}: {c.label} {c.accuracy:.3f} at {c.flops / 1e12:.3g} TFLOPs, "
-                     f"{c.device_hours:.4f} device-h a run"
-                     + (f"  (LoRA-{c.rank} at its own rank: {grid:.3f})" if grid is not None else ""))
-    m = result.best_matryoshka
-    if m is not None:
-        spread = f" +- {m['aurac_std']:.3f} over {m['seeds']} seeds" if m["seeds"] > 1 else ""
-        lines.append(f"best Matryoshka: {m['label']} (objective {m['objective']}, budget x{m['budget']}, lr "
-                     f"{m['lr']:.1e}): AURAC {m['aurac']:.3f}{spread} = {_pct(m['aurac_share'])} of the grid "
-                     f"envelope's, for {_pct(m['flops_share'])} of the grid's FLOPs ({_pct(m['cost_share'])} of its "
-                     f"device-hours; {result.grid['runs']} run{'s' if result.grid['runs'] != 1 else ''}): "
-                     f"{m['outcome']} (within {result.tolerance:g} of the grid: ranks {m['within'] or 'none'})")
-    if result.recommended is not None:
-        r = result.recommended
-        lines.append(f"recommended: rank {r.rank}, {r.label} ({r.accuracy:.3f}; the smallest rank within "
-                     f"{result.tolerance:g} of the best accuracy, its cheapest adapter)")
-    if result.curves:
-        lines.append(f"learning rates chosen on {result.selected_on}; every accuracy above is on the test set"
-                     + ("" if result.selected_on == "validation" else " (so optimistic: the best of the lrs tried)"))
-    for s in result.searches:
-        if s["searched"]:
-            lines.append(f"search {s['arm']}: {s['trials']} trials ({s['lrs_tried']} lrs on the first seed, the "
-                         f"chosen lr {s['chosen']:.2e} on the others) where a grid of those lrs x seeds runs "
-                         f"{s['grid_trials']}")
-    return lines
-
-
-def print_summary(result: SweepResult) -> dict:
-    """The end-of-sweep table (every arm under every rule) and verdict; returns parent-run metrics."""
-    ranks = sorted({k for c in result.curves for k in c.ranks})
-    head = f"{'arm [rule]':<44} {'lr':>8} {'seeds':>5} " + " ".join(f"{'r' + str(k):>6}" for k in ranks) + \
-        f" {'AURAC':>6} {'log2':>6} {'dev-h':>8}"
-    print("\n" + head + "\n" + "-" * len(head))
-    for a in result.arms.values():
-        for c in a.curves.values():
-            cells = " ".join(f"{c.at(k):6.3f}" if c.at(k) is not None else f"{'':>6}" for k in ranks)
-            print(f"{c.label:<44} {c.lr:8.1e} {len(c.trial_ids):>5} {cells} {c.aurac:6.3f} {c.aurac_log2:6.3f} "
-                  f"{a.run_cost['device_hours']:8.4f}")
-    for t in result.failed:
-        print(f"{t.trial_id:<44} {t.status}: {t.error or 'no result'}")
-    print("\n" + "\n".join(verdict_lines(result)))
-    metrics = {"failed_trials": len(result.failed), "grid_device_hours": result.grid["device_hours"]}
-    if result.envelope_aurac is not None:
-        metrics["envelope_aurac"] = result.envelope_aurac
-    m = result.best_matryoshka
-    if m is not None:
-        metrics.update(best_matryoshka_aurac=m["aurac"])
-        if m["cost_share"] is not None:
-            metrics["best_matryoshka_cost_share"] = m["cost_share"]
-        if m["aurac_share"] is not None:
-            metrics["best_matryoshka_aurac_share"] = m["aurac_share"]
-    if result.recommended is not None:
-        metrics.update(recommended_rank=result.recommended.rank, recommended_accuracy=result.recommended.accuracy)
-    return metrics

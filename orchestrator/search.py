@@ -149,18 +149,12 @@ class SweepSearcher(Searcher):
             return
         known = {t.trial_id for t in self._issued.values()} | {t.trial_id for a in self._arms.values()
                                                                for t in a.samples.values()}
-        runs = tracking.trial_runs(self._ctx["tracking_uri"], self._ctx["parent_run_id"])
-        sample = lambda r: int(r.data.params.get("sample", "-")) if r.data.params.get("sample", "-") != "-" else -1  # noqa: E731
-        for run in sorted(runs, key=sample):   # in sample order: each adoption replays one draw
-            p = run.data.params
-            if p.get("arm") not in self._arms or p.get("sample", "-") == "-":
-                continue
-            spec = TrialSpec(p["method"], int(p["rank"]), float(p["lr"]), int(p["seed"]), p["p_schedule"]
-                             if p["p_schedule"] != "-" else "diag", p["objective"] if p["objective"] != "-"
-                             else "summed", int(p["budget"]), int(p["sample"]))
-            finished = run.info.status == "FINISHED"
-            score = search_score(run.data.metrics, spec.method, spec.rank, self._rule) if finished else None
-            self._arms[spec.arm].adopt(spec, finished, score, known)
+        runs = [t for t in tracking.read_trials(self._ctx["tracking_uri"], self._ctx["parent_run_id"])
+                if t.spec.arm in self._arms and t.spec.sample is not None]
+        for run in sorted(runs, key=lambda t: t.spec.sample):   # in sample order: each adoption replays one draw
+            finished = run.status == "FINISHED"
+            score = search_score(run.metrics, run.spec.method, run.spec.rank, self._rule) if finished else None
+            self._arms[run.spec.arm].adopt(run.spec, finished, score, known)
 
     def save(self, checkpoint_path: str) -> None:
         # Tune's own searchers pickle their state the same way; this file is written and read by the sweep

@@ -1,26 +1,52 @@
-"""MLflow tracking: the only module that writes runs. Parent run = sweep, nested run = trial.
+"""MLflow tracking: the one module that writes and reads runs (registry.py registers models, the
+pyfunc serves them). Parent run = sweep, nested run = trial.
 
-The tracking URI is passed explicitly everywhere (ray#36257) and never through
-MLFLOW_RUN_ID (mlflow#15713). A trial's run is found again by its `trial_id` tag under
-the parent, so a retried or resumed trial continues its own run: never a duplicate.
+A trial's run carries its whole identity, the plan's TrialSpec, as one versioned JSON tag
+(`mlora.trial`); `read_trials` gives it back typed, with the run's status and metrics, so no
+caller handles MLflow objects or parses params, run names or arm names. The tracking URI is passed
+explicitly everywhere (ray#36257) and never through MLFLOW_RUN_ID (mlflow#15713). A trial's run
+is found again by its `trial_id` tag under the parent, so a retried or resumed trial continues its
+own run: never a duplicate.
 """
 from __future__ import annotations
 
 import json
 import math
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 from .metrics import trial_metrics
+from .plan import TrialSpec
 
 PARENT_TAG = "mlflow.parentRunId"
+RECORD_TAG = "mlora.trial"      # TrialSpec.to_json()
+
+
+@dataclass(frozen=True)
+class TrackedTrial:
+    """A trial as its MLflow run holds it."""
+    spec: TrialSpec
+    run_id: str
+    status: str                  # FINISHED | FAILED | RUNNING ...
+    error: str | None
+    metrics: dict[str, float]
 
 
 def client(tracking_uri: str) -> MlflowClient:
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+def existing_store(tracking_uri: str) -> str:
+    """`tracking_uri`, after checking that a SQLite store it names exists: commands that only read
+    a store (report, register, export) must not create an empty one where none was (MLflow would)."""
+    if tracking_uri.startswith("sqlite:///"):
+        if not Path(tracking_uri.removeprefix("sqlite:///")).is_file():   # sqlite:////abs or sqlite:///rel
+            raise FileNotFoundError(f"no MLflow store at {tracking_uri} (no such file)")
+    return tracking_uri
 
 
 def _now_ms() -> int:
@@ -53,10 +79,10 @@ def _log_params(c: MlflowClient, run_id: str, params: dict) -> None:
         c.log_batch(run_id, params=new[i:i + 100])
 
 
-def trial_run(tracking_uri: str, exp_id: str, parent_run_id: str, trial_id: str, params: dict,
+def trial_run(tracking_uri: str, exp_id: str, parent_run_id: str, spec: TrialSpec, params: dict,
               tags: dict) -> str:
     """Create the trial's nested run, or continue the one it already has."""
-    c = client(tracking_uri)
+    c, trial_id = client(tracking_uri), spec.trial_id
     found = c.search_runs([exp_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}' "
                                                   f"and tags.`mlora.trial_id` = '{trial_id}'")
     if found and found[0].info.status == "FINISHED":  # nothing to continue: leave it untouched
@@ -66,8 +92,8 @@ def trial_run(tracking_uri: str, exp_id: str, parent_run_id: str, trial_id: str,
         c.update_run(run_id, status="RUNNING")
         c.set_tag(run_id, "mlora.restarts", str(int(found[0].data.tags.get("mlora.restarts", "0")) + 1))
     else:
-        run = c.create_run(exp_id, run_name=trial_id,
-                           tags={PARENT_TAG: parent_run_id, "mlora.trial_id": trial_id, "mlora.kind": "trial", **tags})
+        run = c.create_run(exp_id, run_name=trial_id, tags={PARENT_TAG: parent_run_id, "mlora.trial_id": trial_id,
+                                                            RECORD_TAG: spec.to_json(), "mlora.kind": "trial", **tags})
         run_id = run.info.run_id
     _log_params(c, run_id, params)
     for k, v in tags.items():
@@ -122,9 +148,22 @@ def trial_runs(tracking_uri: str, parent_run_id: str) -> list:
                          max_results=10_000)
 
 
+def read_trials(tracking_uri: str, parent_run_id: str) -> list[TrackedTrial]:
+    """Every trial of a sweep, typed: the one reader of trial runs."""
+    return [TrackedTrial(TrialSpec.from_json(r.data.tags[RECORD_TAG]), r.info.run_id, r.info.status,
+                         r.data.tags.get("mlora.error"), dict(r.data.metrics))
+            for r in trial_runs(tracking_uri, parent_run_id) if RECORD_TAG in r.data.tags]
+
+
+def finished_metrics(tracking_uri: str, run_id: str) -> dict[str, float] | None:
+    """A run's metrics if it is FINISHED, else None."""
+    run = client(tracking_uri).get_run(run_id)
+    return dict(run.data.metrics) if run.info.status == "FINISHED" else None
+
+
 def metric_history(tracking_uri: str, run_id: str, key: str) -> list[tuple[int, float]]:
     return [(m.step, m.value) for m in client(tracking_uri).get_metric_history(run_id, key)]
 
 
-__all__ = ["start_sweep_run", "trial_run", "log_trial_result", "fail_trial", "end_sweep_run", "trial_runs",
-           "metric_history", "client"]
+__all__ = ["RECORD_TAG", "TrackedTrial", "client", "end_sweep_run", "existing_store", "fail_trial", "finished_metrics",
+           "log_trial_result", "metric_history", "read_trials", "start_sweep_run", "trial_run", "trial_runs"]

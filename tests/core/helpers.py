@@ -32,3 +32,10 @@ def tiny_llama(tok, seed: int = 0, layers: int = 2, hidden: int = 48, max_positi
                          max_position_embeddings=max_positions, pad_token_id=tok.pad_token_id,
                          bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
     return tf.LlamaForCausalLM(cfg).eval()
+
+
+def fit(model, data, config, pad_id, log=lambda *_: None, **kw):
+    """mlora_core.train.train with the adapter config that `model` was adapted with."""
+    import mlora_core as mc
+    from mlora_core.train import Hooks, train
+    return train(model, mc.adapter_config(model), data, config, pad_id, hooks=Hooks(log=log), **kw)

@@ -10,9 +10,9 @@ import mlora_core as mc
 from mlora_core.builtin_model import build_tokenizer
 from mlora_core.io import save_tensors
 from mlora_core.tasks import TaskConfig, load_examples, tokenize
-from mlora_core.train import TrainConfig, micro_batch_indices, train
+from mlora_core.train import TrainConfig, micro_batch_indices
 
-from .helpers import tiny_llama
+from .helpers import fit, tiny_llama
 
 
 def _worker(rank: int, world_size: int, init_file: str, out_dir: str, objective: str) -> None:
@@ -24,7 +24,7 @@ def _worker(rank: int, world_size: int, init_file: str, out_dir: str, objective:
     config = mc.AdapterConfig(method="dylora", rank=4) if objective == "dylora" else \
         mc.AdapterConfig(method="matryoshka", rank=4, objective=objective)
     model = mc.add_adapters(tiny_llama(tok), config)
-    res = train(model, data, TrainConfig(steps=4, batch_size=4, lr=1e-2, warmup_steps=1, log_every=0),
+    res = fit(model, data, TrainConfig(steps=4, batch_size=4, lr=1e-2, warmup_steps=1, log_every=0),
                 tok.pad_token_id, log=lambda *_: None)
     params = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
     params["losses"] = torch.tensor(res.losses)

@@ -53,7 +53,7 @@ def test_dylora_truncates_to_sampled_rank_and_samples_every_train_rank():
     rng, seen = random.Random(0), set()
     model.train()
     for _ in range(200):
-        t = mc.sample_train_rank(model, rng)
+        t = mc.sample_train_rank(model, layer.config, rng)
         seen.add(t)
         expected = layer.base(x) + mc.scale(layer.config, t) * (x @ layer.lora_A[:t].T @ layer.lora_B[:, :t].T)
         assert torch.allclose(model(x), expected, rtol=1e-12, atol=1e-12)

@@ -10,9 +10,9 @@ from mlora_core.builtin_model import build_tokenizer
 from mlora_core.objectives import Pass, assign_ranks, passes, stratified_rng
 from mlora_core.p_schedule import nested_p, rank_weights
 from mlora_core.tasks import TaskConfig, collate, load_examples, tokenize
-from mlora_core.train import TrainConfig, backward_passes, train
+from mlora_core.train import TrainConfig, backward_passes
 
-from .helpers import tiny_llama
+from .helpers import fit, tiny_llama
 
 R = (1, 2, 4)
 
@@ -26,7 +26,7 @@ def tok_data():
 def adapted(tok, objective="summed", schedule="diag", method="matryoshka"):
     model = tiny_llama(tok).double()
     cfg = mc.AdapterConfig(method=method, rank=4, train_ranks=R, scaling="sqrt", alpha=2.0, p_schedule=schedule,
-                           objective=objective if method == "matryoshka" else "summed")
+                           objective=objective if method == "matryoshka" else None)
     mc.add_adapters(model, cfg)
     torch.manual_seed(1)
     for _, layer in mc.adapter_layers(model):  # B = 0 at init would make every rank's gradient alike
@@ -159,12 +159,12 @@ def test_nested_objectives_train_and_resume_exactly(tok_data, objective, tmp_pat
     quiet = lambda *_: None  # noqa: E731
     cfg = TrainConfig(steps=4, batch_size=4, lr=3e-2, warmup_steps=0, checkpoint_every=2, log_every=0)
     fresh = lambda obj: adapted(tok, obj)[0].float()  # noqa: E731
-    full = train(fresh(objective), data, cfg, tok.pad_token_id, checkpoint_dir=tmp_path, log=quiet)
+    full = fit(fresh(objective), data, cfg, tok.pad_token_id, checkpoint_dir=tmp_path, log=quiet)
     assert full.losses[-1] < full.losses[0]
     model = fresh(objective)
-    resumed = train(model, data, cfg, tok.pad_token_id, resume_from=tmp_path / "step_000002", log=quiet)
+    resumed = fit(model, data, cfg, tok.pad_token_id, resume_from=tmp_path / "step_000002", log=quiet)
     assert resumed.losses == full.losses
     assert all(layer.example_p is None for _, layer in mc.adapter_layers(model))  # taken away after training
-    summed = train(fresh("summed"), data, cfg, tok.pad_token_id, log=quiet)
+    summed = fit(fresh("summed"), data, cfg, tok.pad_token_id, log=quiet)
     # cost: per_rank runs |R| full passes a step, stratified one (the adapter at full rank either way)
     assert full.train_flops == pytest.approx(summed.train_flops * (len(R) if objective == "per_rank" else 1))

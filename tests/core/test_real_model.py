@@ -16,6 +16,8 @@ import mlora_core as mc
 from mlora_core.models import load_base_model, model_provenance
 from mlora_core.tasks import TaskConfig, load_examples, prompt_ids, tokenize
 
+from .helpers import fit
+
 pytestmark = pytest.mark.slow
 
 MODEL = "builtin:smollm2-135m-instruct"
@@ -52,8 +54,8 @@ def trained(base_dir):
     mc.add_adapters(model, mc.AdapterConfig(method="matryoshka", rank=8, target_modules=TARGETS))
     with torch.no_grad():
         assert torch.equal(model(**batch).logits, base_logits)  # B = 0: the base, bit for bit
-    from mlora_core.train import TrainConfig, train
-    result = train(model, data, TrainConfig(steps=4, batch_size=2, lr=3e-3, warmup_steps=0, schedule="constant",
+    from mlora_core.train import TrainConfig
+    result = fit(model, data, TrainConfig(steps=4, batch_size=2, lr=3e-3, warmup_steps=0, schedule="constant",
                                             max_length=128), tok.pad_token_id, log=lambda *_: None)
     model.eval()
     return model, tok, batch, base_logits, result.losses

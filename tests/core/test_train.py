@@ -11,9 +11,9 @@ from mlora_core.cost import flop_model
 from mlora_core.evaluate import evaluate_ranks
 from mlora_core.io import load_tensors
 from mlora_core.tasks import TaskConfig, collate, load_examples, tokenize
-from mlora_core.train import Diverged, TrainConfig, latest_checkpoint, train
+from mlora_core.train import Diverged, TrainConfig, latest_checkpoint
 
-from .helpers import tiny_llama
+from .helpers import fit, tiny_llama
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,7 @@ def adapted(tok, method="matryoshka", rank=4, seed=0, layers=2):
 def test_loss_falls(setup):
     tok, data = setup
     model = adapted(tok)
-    res = train(model, data, TrainConfig(steps=25, batch_size=8, lr=1e-2, warmup_steps=3, log_every=0),
+    res = fit(model, data, TrainConfig(steps=25, batch_size=8, lr=1e-2, warmup_steps=3, log_every=0),
                 tok.pad_token_id, log=lambda *_: None)
     assert len(res.losses) == 25 and res.train_tokens > 0 and res.train_flops > 0
     # a random-init base: the adapter can only shift it so far; the pretrained case is in test_run.py
@@ -42,15 +42,15 @@ def test_same_seed_same_losses_and_resume_equals_uninterrupted(setup, tmp_path):
     tok, data = setup
     cfg = TrainConfig(steps=12, batch_size=8, lr=5e-3, warmup_steps=2, checkpoint_every=5, log_every=0)
     quiet = lambda *_: None  # noqa: E731
-    full = train(adapted(tok, "dylora"), data, cfg, tok.pad_token_id, log=quiet)
-    again = train(adapted(tok, "dylora"), data, cfg, tok.pad_token_id, checkpoint_dir=tmp_path / "c", log=quiet)
+    full = fit(adapted(tok, "dylora"), data, cfg, tok.pad_token_id, log=quiet)
+    again = fit(adapted(tok, "dylora"), data, cfg, tok.pad_token_id, checkpoint_dir=tmp_path / "c", log=quiet)
     assert full.losses == again.losses  # reproducible on CPU
     ckpt = tmp_path / "c" / "step_000005"
     assert ckpt.is_dir() and latest_checkpoint(tmp_path / "c").name == "step_000012"
     resumed_model = adapted(tok, "dylora")
     for _, layer in mc.adapter_layers(resumed_model):  # scramble: the adapter must come from the checkpoint
         layer.lora_A.data.normal_()
-    resumed = train(resumed_model, data, cfg, tok.pad_token_id, resume_from=ckpt, log=quiet)
+    resumed = fit(resumed_model, data, cfg, tok.pad_token_id, resume_from=ckpt, log=quiet)
     assert resumed.resumed_from == 5
     assert resumed.losses == pytest.approx(full.losses, rel=1e-6, abs=1e-7)
 
@@ -69,7 +69,7 @@ def test_compiled_training_follows_the_eager_trajectory(setup, tmp_path):
         torch._dynamo.utils.counters.clear()
         # 3 steps: later ones run the compiled graph again on new weights and a new rank assignment
         cfg = TrainConfig(steps=3, batch_size=8, lr=5e-3, warmup_steps=0, log_every=0, compile=compiled)
-        res = train(model, data, cfg, tok.pad_token_id, checkpoint_dir=tmp_path / str(compiled), log=quiet)
+        res = fit(model, data, cfg, tok.pad_token_id, checkpoint_dir=tmp_path / str(compiled), log=quiet)
         runs[compiled] = (res.losses, {n: p.detach() for n, p in model.named_parameters() if p.requires_grad})
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
     assert runs[True][0] == pytest.approx(runs[False][0], rel=1e-4)
@@ -86,8 +86,8 @@ def test_dylora_trains_eager_when_compile_is_asked(setup):
     tok, data = setup
     lines = []
     cfg = TrainConfig(steps=3, batch_size=8, lr=5e-3, warmup_steps=0, log_every=0)
-    eager = train(adapted(tok, "dylora"), data, cfg, tok.pad_token_id, log=lambda *_: None)
-    asked = train(adapted(tok, "dylora"), data, dataclasses.replace(cfg, compile=True), tok.pad_token_id,
+    eager = fit(adapted(tok, "dylora"), data, cfg, tok.pad_token_id, log=lambda *_: None)
+    asked = fit(adapted(tok, "dylora"), data, dataclasses.replace(cfg, compile=True), tok.pad_token_id,
                   log=lines.append)
     assert asked.losses == eager.losses
     assert any("compile is off for DyLoRA" in line for line in lines)
@@ -99,7 +99,7 @@ def test_divergence_is_detected(setup):
     for _, layer in mc.adapter_layers(model):
         layer.lora_A.data.fill_(float("inf"))
     with pytest.raises(Diverged, match="diverged"):
-        train(model, data, TrainConfig(steps=3, batch_size=8, log_every=0), tok.pad_token_id, log=lambda *_: None)
+        fit(model, data, TrainConfig(steps=3, batch_size=8, log_every=0), tok.pad_token_id, log=lambda *_: None)
 
 
 def test_flop_formula_matches_flop_counter(setup):

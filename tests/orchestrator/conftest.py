@@ -95,7 +95,7 @@ def cli_env(**extra) -> dict:
 def mlora(*args, timeout=600, env=None, **kw) -> subprocess.CompletedProcess:
     """`mlora ARGS` as a user runs it (python -m, so the checkout's code is used)."""
     return subprocess.run([sys.executable, "-m", "orchestrator.cli", *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout, env=env or cli_env(), cwd=ROOT, **kw)
+                          text=True, timeout=timeout, env=env or cli_env(), cwd=kw.pop("cwd", ROOT), **kw)
 
 
 def runs_by_trial(out: Path) -> dict[str, list]:

@@ -138,8 +138,8 @@ def test_unwritable_output_dir_fails_before_training(tiny_model_dir, platypus_fi
 
 PROBE = r"""
 import json, os, psutil
-from orchestrator.sweep import _init_ray
-_init_ray(1)
+from orchestrator.ray_cluster import init_ray
+init_ray(1)
 import ray
 me = psutil.Process()
 kids = me.children(recursive=True)

@@ -10,7 +10,7 @@ import pytest
 from mlora_core import adapter_layers, load_adapter, set_rank
 from mlora_core.evaluate import generate
 from orchestrator import tracking
-from orchestrator.results import load_sweep
+from orchestrator.record import load_sweep
 
 from .conftest import mlora, runs_by_trial
 
@@ -51,7 +51,7 @@ def test_report_holds_every_plot_and_headline_matches_mlflow(tiny_sweep):
     assert len(by_label) == len(data["curves"]) == len(rows) - 1
     row = by_label[f"{best['arm']} [{best['rule']}]"]
     assert f"{best['aurac']:.3f} ± {best['aurac_std']:.3f}" in row
-    result = load_sweep(state["tracking_uri"], state["parent_run_id"], tolerance=0.5)
+    result = load_sweep(state)
     assert {int(k): v for k, v in data["envelope"].items()} == pytest.approx(result.envelope)
     assert [c["rank"] for c in data["verdict"]] == [1, 2, 4]
     assert data["recommended"]["rank"] == result.recommended.rank
@@ -127,3 +127,29 @@ def test_export_rank_k_loads_in_peft(tiny_sweep, tiny_model_dir, tmp_path):
     bad = mlora("export", "models:/tiny-test@recommended", "--rank", 64, tmp_path / "x", "--tracking-uri",
                 state["tracking_uri"])
     assert bad.returncode == 2 and f"--rank must be in 1..{rank}" in bad.stderr
+
+
+def test_export_finds_the_sweeps_store_without_flags_and_bad_input_writes_nothing(tiny_sweep, tmp_path):
+    """After `make sweep`, the README's `mlora export models:/NAME@recommended ...` finds the store of the
+    sweep under ./outputs that registers NAME (or takes the sweep's output dir); a model that does not
+    exist exits 2 with one line and leaves the working directory as it was (no new ./mlflow.db)."""
+    out, state, _ = tiny_sweep
+    rule = tracking.client(state["tracking_uri"]).get_model_version_by_alias("tiny-test", "recommended").tags["mlora.rule"]
+    cwd = tmp_path / "work"
+    (cwd / "outputs").mkdir(parents=True)
+    (cwd / "outputs" / "t").symlink_to(out)
+    ok = mlora("export", "models:/tiny-test@recommended", "--rank", 1, "r1", cwd=cwd)
+    assert ok.returncode == 0, ok.stderr
+    assert f"(rank 1, rule {rule})" in ok.stdout     # the rule actually used, not "recommended"
+    assert json.loads((cwd / "r1" / "adapter_config.json").read_text())["r"] == 1
+    ok = mlora("export", out, "--rank", 1, "--rule", "svd", tmp_path / "from-dir", cwd=cwd)
+    assert ok.returncode == 0 and "models:/tiny-test@recommended (rank 1, rule svd)" in ok.stdout, ok.stderr
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for args in (("models:/tiny-test@recommended",), ("models:/nope@recommended", "--tracking-uri", state["tracking_uri"]),
+                 ("models:/tiny-test@recommended", "--tracking-uri", "sqlite:///mlflow.db")):
+        bad = mlora("export", *args, "--rank", 1, "x", cwd=empty)
+        assert bad.returncode == 2, bad.stderr
+        assert len(bad.stderr.strip().splitlines()) == 1 and bad.stderr.startswith("mlora: error: "), bad.stderr
+        assert list(empty.iterdir()) == [], list(empty.iterdir())

@@ -2,22 +2,22 @@
 curve, seeds, envelope, cost shares, the per-rank verdict, the recommendation, the frontier."""
 import pytest
 
+from orchestrator.plan import TrialSpec
 from orchestrator.results import Candidate, Trial, aggregate, cheapest_within, cost_frontier, recommend, verdict
 
 
-def _trial(arm, method, rank, seed, curves, hours, lr=1e-3, objective="-", val=None):
+def _trial(spec, curves, hours, val=None):
     metrics = {"device_hours": hours, "total_flops": hours * 1e12}
-    return Trial(f"{arm}-lr{lr:.0e}-s{seed}", f"run-{arm}-{seed}-{lr}", arm, method, rank, objective, "diag", 1, lr,
-                 seed, "FINISHED", None, curves, metrics, val or {})
+    return Trial(spec, f"run-{spec.trial_id}", "FINISHED", None, curves, metrics, val or {})
 
 
-def mat(seed, curve, hours=1.0, lr=1e-3, rule="truncate", objective="summed", val=None):
-    return _trial(f"matryoshka-{objective}-diag-r4", "matryoshka", 4, seed, {rule: curve}, hours, lr, objective,
+def mat(seed, curve, hours=1.0, lr=1e-3, rule="truncate", objective="summed", val=None, budget=1):
+    return _trial(TrialSpec("matryoshka", 4, lr, seed, objective, "diag", budget), {rule: curve}, hours,
                   {rule: val} if val else None)
 
 
-def lora(rank, seed, curve, hours, lr=1e-3):
-    return _trial(f"lora-r{rank}", "lora", rank, seed, {"truncate": curve}, hours, lr)
+def lora(rank, seed, curve, hours, lr=1e-3, budget=1):
+    return _trial(TrialSpec("lora", rank, lr, seed, budget=budget), {"truncate": curve}, hours)
 
 
 def test_three_seed_sweep_compares_one_run_with_one_grid():
@@ -71,9 +71,9 @@ def test_a_searched_arm_is_chosen_on_its_first_seed_and_reported_over_all():
 
 
 def test_each_rule_gets_its_own_curve_and_lr():
-    trials = [_trial("matryoshka-summed-diag-r4", "matryoshka", 4, 0,
+    trials = [_trial(TrialSpec("matryoshka", 4, lr, 0, "summed", "diag"),
                      {"truncate": {1: 0.1 if lr == 1e-3 else 0.0, 4: 0.1}, "svd": {1: 0.3 if lr == 3e-3 else 0.2, 4: 0.9}},
-                     1.0, lr, "summed") for lr in (1e-3, 3e-3)]
+                     1.0) for lr in (1e-3, 3e-3)]
     arm = aggregate(trials).arms["matryoshka-summed-diag-r4"]
     assert arm.curves["truncate"].lr == 1e-3 and arm.curves["svd"].lr == 3e-3
 

@@ -6,7 +6,7 @@ import pytest
 
 from orchestrator import tracking
 from orchestrator.config import parse_experiment
-from orchestrator.plan import plan, search_groups, trial_params
+from orchestrator.plan import plan, run_config, search_groups, trial_params
 from orchestrator.search import METRIC, SweepSearcher
 
 
@@ -105,7 +105,7 @@ def test_restore_adopts_the_runs_mlflow_has_and_the_checkpoint_does_not(tmp_path
     # in MLflow: sample 1 finished (with its validation score), sample 2 still RUNNING
     for spec, finished in ((later[0], True), (later[1], False)):
         t = group.sample(spec["sample"], spec["lr"])
-        run_id = tracking.trial_run(uri, exp_id, parent, t.trial_id, trial_params(exp, t), {})
+        run_id = tracking.trial_run(uri, exp_id, parent, t, trial_params(exp, t, run_config(exp, t)), {})
         if finished:
             tracking.client(uri).log_metric(run_id, f"val_acc_{exp.eval.rules[0]}_rank_4", 0.8)
             tracking.client(uri).set_terminated(run_id, "FINISHED")
