@@ -1,4 +1,4 @@
-"""AURAC: area under the rank-accuracy curve, normalised to the rank range (METHOD.md)."""
+"""AURAC: area under the rank-accuracy curve, normalised to the rank range (docs/method.md)."""
 from __future__ import annotations
 
 import math

@@ -1,4 +1,4 @@
-"""How one micro-batch becomes a loss: the three Matryoshka objectives (METHOD.md).
+"""How one micro-batch becomes a loss: the three Matryoshka objectives (docs/method.md).
 
     summed      L(W + A diag(P) B)                        1 forward   (the paper's; LoRA, DyLoRA too)
     per_rank    sum_t w̄_t L(W + s(t) A[:, :t] B[:t])        |R| forwards, one per train rank t

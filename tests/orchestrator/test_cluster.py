@@ -107,7 +107,7 @@ def test_every_experiment_validates_and_plans(path, capsys):
 
 
 def test_paper_experiments_follow_method_md():
-    """The METHOD.md setup: the two Llama models, all seven projections, powers-of-two ranks,
+    """The paper's setup (docs/method.md): the two Llama models, all seven projections, powers-of-two ranks,
     lrs inside 5e-6..1e-3, seeds 42/666/2408, 3 epochs, 4 x 8 batch, GPU resources and prices."""
     from orchestrator.config import load_experiment
     from orchestrator.plan import plan, search_groups
@@ -124,7 +124,7 @@ def test_paper_experiments_follow_method_md():
         r = exp.adapter.rank
         assert r & (r - 1) == 0 and exp.adapter.eval_rank_list == [2 ** i for i in range(r.bit_length())]
         groups = search_groups(exp)
-        if groups:   # searched: the range, else a grid of at least 3 lrs, inside METHOD.md's
+        if groups:   # searched: the range, else a grid of at least 3 lrs, inside docs/method.md's
             assert all(5e-6 <= g.low < g.high <= 1e-3 and g.num_samples >= 3 for g in groups), path.name
         else:
             assert all(5e-6 <= lr <= 1e-3 for lr in exp.lrs) and len(exp.lrs) >= 3, path.name
