@@ -87,7 +87,7 @@ def main() -> None:
         data.setdefault("training", {})["steps"] = 30
         data.setdefault("tasks", {})["eval"] = {**data.get("tasks", {}).get("eval", {}), "n": 50}
     data["registry"] = {"enabled": False}
-    from orchestrator.config import parse_experiment
+    from orchestrator.load import parse_experiment
     from orchestrator.plan import plan, run_config
     from orchestrator.sweep import execution
 

@@ -94,6 +94,19 @@ def pick_device() -> torch.device:
     return torch.device("cpu")
 
 
+def _evaluate(model, tokenizer, config: RunConfig, val_examples, eval_examples, device, log):
+    """(validation curves, test curves, [(rank, tokens) per evaluation], seconds): every eval rank
+    under every rule, on validation (when the run has it) and on test."""
+    metric = SCORING[config.eval_task.name]
+    score = lambda examples, name: evaluate_ranks(  # noqa: E731
+        model, tokenizer, examples, config.adapter.eval_ranks, metric, rules=config.eval_rules,
+        batch_size=config.eval_batch_size, max_new_tokens=config.max_new_tokens, max_length=config.train.max_length,
+        device=device, log=log, name=name)
+    val_curves, evaluations, val_seconds = score(val_examples, "val") if val_examples else ({}, [], 0.0)
+    curves, test_evaluations, test_seconds = score(eval_examples, "test")
+    return val_curves, curves, evaluations + test_evaluations, val_seconds + test_seconds
+
+
 def run(config: RunConfig, output_dir: str | Path, *, callback: Callable[[dict], None] | None = None,
         on_checkpoint: Callable[[Path | None, dict], None] | None = None,
         resume_from: str | Path | None = None, log: Callable[[str], None] = print) -> RunResult:
@@ -135,14 +148,8 @@ def run(config: RunConfig, output_dir: str | Path, *, callback: Callable[[dict],
                   validate_every=config.val_loss_every, log=quiet)
     result = train(model, config.adapter, data, config.train, tokenizer.pad_token_id, device=device,
                    checkpoint_dir=ckpt_dir, resume_from=resume_from, hooks=hooks)
-    metric = SCORING[config.eval_task.name]
-    score = lambda examples, name: evaluate_ranks(  # noqa: E731
-        model, tokenizer, examples, config.adapter.eval_ranks, metric, rules=config.eval_rules,
-        batch_size=config.eval_batch_size, max_new_tokens=config.max_new_tokens, max_length=config.train.max_length,
-        device=device, log=quiet, name=name)
-    val_curves, evaluations, eval_seconds = score(val_examples, "val") if val_examples else ({}, [], 0.0)
-    curves, test_evaluations, test_seconds = score(eval_examples, "test")
-    evaluations, eval_seconds = evaluations + test_evaluations, eval_seconds + test_seconds
+    val_curves, curves, evaluations, eval_seconds = _evaluate(model, tokenizer, config, val_examples, eval_examples,
+                                                              device, quiet)
     cost = Cost(train_tokens=result.train_tokens, eval_tokens=sum(n for _, n in evaluations) * world_size,
                 train_flops=result.train_flops, eval_flops=flop_model(model).eval_flops(evaluations) * world_size,
                 train_seconds=result.seconds, eval_seconds=eval_seconds, devices=world_size * config.devices_per_worker,

@@ -100,7 +100,7 @@ class TrainResult:
     losses: list[float]               # mean loss per optimizer step (all workers)
     train_tokens: int                 # non-pad tokens seen, all workers
     train_flops: float                # formula (cost.py), all workers
-    seconds: float
+    seconds: float                    # training time of every segment (a resumed run adds its checkpoint's)
     truncated_examples: int
     resumed_from: int = 0
 
@@ -286,10 +286,11 @@ def train(model, adapter: AdapterConfig, data: TokenizedData, config: TrainConfi
     log = hooks.log
     loop = _setup(model, adapter, data, config, pad_id, device, log)
     fm, total, rank = flop_model(model), loop.total, loop.rank
-    start, losses, tokens, flops = 0, [], 0, 0.0
+    start, losses, tokens, flops, before = 0, [], 0, 0.0, 0.0
     if resume_from is not None:
         state = load_checkpoint(Path(resume_from), model, loop.optimizer, loop.rank_rng)
         start, losses, tokens, flops = state["step"], state["losses"], state["tokens"], state["flops"]
+        before = state.get("seconds", 0.0)   # the segments trained before this one: a run's cost counts them all
         log(f"resumed from {resume_from} at step {start}/{total}")
     bar = _progress(total, start, enabled=rank == 0)
     t0 = time.perf_counter()
@@ -326,7 +327,8 @@ def train(model, adapter: AdapterConfig, data: TokenizedData, config: TrainConfi
             path = Path(checkpoint_dir) / f"step_{step + 1:06d}" if rank == 0 else None
             if path is not None:
                 save_checkpoint(path, model, loop.optimizer, step + 1, loop.rank_rng,
-                                {"losses": losses, "tokens": tokens, "flops": flops})
+                                {"losses": losses, "tokens": tokens, "flops": flops,
+                                 "seconds": before + time.perf_counter() - t0})
             if hooks.checkpoint is not None:
                 hooks.checkpoint(path, metrics)
     if bar is not None:
@@ -334,7 +336,7 @@ def train(model, adapter: AdapterConfig, data: TokenizedData, config: TrainConfi
     if loop.p_rows is not None:
         set_example_p(model, None)
     model.eval()
-    return TrainResult(total, losses, tokens, flops, time.perf_counter() - t0, data.truncated, start)
+    return TrainResult(total, losses, tokens, flops, before + time.perf_counter() - t0, data.truncated, start)
 
 
 def latest_checkpoint(checkpoint_dir: str | Path) -> Path | None:

@@ -29,7 +29,7 @@ def _fail(message: str) -> int:
 
 
 def cmd_validate(args) -> int:
-    from .config import load_experiment
+    from .load import load_experiment
     from .plan import plan, search_groups
     exp = load_experiment(args.config)
     searched = sum(g.max_trials for g in search_groups(exp))
@@ -39,7 +39,7 @@ def cmd_validate(args) -> int:
 
 
 def cmd_plan(args) -> int:
-    from .config import load_experiment
+    from .load import load_experiment
     from .plan import estimate, grid_of, plan, search_groups
     exp = load_experiment(args.config)
     trials = plan(exp)
@@ -95,7 +95,7 @@ def cmd_train(args) -> int:
     """One trial, directly (no Ray, no MLflow): the recipe every sweep trial runs."""
     from mlora_core.run import run
 
-    from .config import load_experiment
+    from .load import load_experiment
     from .plan import plan, run_config
     exp = load_experiment(args.config)
     trials = plan(exp)
@@ -114,7 +114,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from .config import load_experiment
+    from .load import load_experiment
     from .sweep import run_sweep
     exp = load_experiment(args.config)
     return run_sweep(exp, config_path=args.config, resume=args.resume, overwrite=args.overwrite,
@@ -187,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .config import ConfigError
+    from .load import ConfigError
     args = build_parser().parse_args(argv)
     for k, v in QUIET_ENV.items():
         os.environ.setdefault(k, v)

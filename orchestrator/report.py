@@ -150,12 +150,8 @@ def _cost_plot(plt, result: SweepResult):
     if front:
         ax.step([p["device_hours"] for p in front], [p["aurac"] for p in front], where="post", color="k",
                 alpha=0.4, lw=1, label="Pareto front")
-    ax.set_xlabel("training + eval cost (device-hours)")
-    ax.set_ylabel("AURAC of the adapters you get")
-    ax.set_title("What the compute buys")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=6, ncol=2)
-    return fig
+    return _labelled(fig, ax, "training + eval cost (device-hours)", "AURAC of the adapters you get",
+                     "What the compute buys")
 
 
 def _loss_plot(plt, losses: dict[str, list[tuple[int, float]]]):
@@ -164,9 +160,11 @@ def _loss_plot(plt, losses: dict[str, list[tuple[int, float]]]):
         if hist:
             steps, vals = zip(*hist)
             ax.plot(steps, vals, lw=1, label=tid)
-    ax.set_xlabel("step")
-    ax.set_ylabel("train loss")
-    ax.set_title("Training loss")
+    return _labelled(fig, ax, "step", "train loss", "Training loss")
+
+
+def _labelled(fig, ax, xlabel: str, ylabel: str, title: str):
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=6, ncol=2)
     return fig

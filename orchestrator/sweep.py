@@ -81,14 +81,15 @@ def trial_driver(config: dict) -> None:
     params = {**trial_params(exp, spec, rc), **model_provenance(exp.model)}
     tags = {"mlora.arm": spec.arm, "ray.trial_id": tune.get_context().get_trial_id() or "",
             "ray.job_id": os.environ.get("RAY_JOB_ID", ""), "ray.submission_id": ctx.get("submission_id", "")}
-    run_id = tracking.trial_run(uri, ctx["experiment_id"], ctx["parent_run_id"], spec, params, tags)
-    m = tracking.finished_metrics(uri, run_id)
+    run_id = tracking.patiently(tracking.trial_run, uri, ctx["experiment_id"], ctx["parent_run_id"], spec, params, tags)
+    m = tracking.patiently(tracking.finished_metrics, uri, run_id)
     if m is not None:  # done before an interrupted driver could record it: no re-run
         score = search_score(m, spec.method, spec.rank, exp.eval.primary_rule)   # a search hears of it again
         tune.report({"final": 1, "skipped": 1, **{k: v for k, v in m.items() if k == "aurac" or k.startswith("acc_rank_")},
                      **({"search_score": score} if score is not None else {})})
         return
-    cfg = {"run_config": rc.to_dict(), "trial_dir": str(out / "trials" / spec.trial_id)}
+    cfg = {"run_config": rc.to_dict(), "trial_dir": str(out / "trials" / spec.trial_id),
+           "tracking": {"uri": uri, "run_id": run_id, "system_metrics": exp.tracking.system_metrics}}
     record = functools.partial(_record_outcome, uri, run_id)
     try:
         if execution(exp.resources) == "tune":
@@ -108,12 +109,14 @@ def trial_driver(config: dict) -> None:
 
 def _record_outcome(uri: str, run_id: str, payload: dict, adapter_dir: str | None) -> None:
     """The final payload into the trial's MLflow run: FINISHED with its results, or FAILED once
-    with the reason when training ended without a result that a retry could change."""
+    with the reason when training ended without a result that a retry could change. A store that
+    is away is waited for (tracking.patiently); should it stay away, the trial fails, and its
+    retry or `--resume` logs the result kept in its final checkpoint without training again."""
     if "error" in payload:
-        tracking.fail_trial(uri, run_id, payload["error"])
+        tracking.patiently(tracking.fail_trial, uri, run_id, payload["error"])
     else:
         has_adapter = bool(adapter_dir) and Path(adapter_dir).is_dir()
-        tracking.log_trial_result(uri, run_id, payload, adapter_dir if has_adapter else None)
+        tracking.patiently(tracking.log_trial_result, uri, run_id, payload, adapter_dir if has_adapter else None)
 
 
 def _train_with_torch_trainer(cfg: dict, spec: TrialSpec, ctx: dict, res, record) -> None:

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import tempfile
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +25,9 @@ from mlflow.tracking import MlflowClient
 from .metrics import trial_metrics
 from .plan import TrialSpec
 
+# how long a trial waits for a store that is away (a tracking server restarting), beyond MLflow's
+# own ~2 min of retries, before its trial fails (its result stays in its checkpoint: see worker.py)
+PATIENCE_S = float(os.environ.get("MLORA_TRACKING_PATIENCE_S", "600"))
 PARENT_TAG = "mlflow.parentRunId"
 RECORD_TAG = "mlora.trial"      # TrialSpec.to_json()
 
@@ -40,6 +46,28 @@ def client(tracking_uri: str) -> MlflowClient:
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
 
+def unreachable(e: BaseException) -> bool:
+    """Whether `e` says the store is away (connection refused, a server's 5xx), not that a request was bad."""
+    import requests
+    text = str(e)
+    return isinstance(e, requests.exceptions.ConnectionError) or (
+        "API request to" in text and ("failed with exception" in text or "error code 5" in text))
+
+
+def patiently(fn, *args, patience: float | None = None, log=print, **kwargs):
+    """fn(*args, **kwargs), tried again every 10 s while the store is unreachable, for up to
+    `patience` s (default PATIENCE_S); any other error, or the store still away then, raises."""
+    deadline = time.monotonic() + (PATIENCE_S if patience is None else patience)
+    while True:
+        try:
+            return fn(*args, **kwargs)
+        except Exception as e:
+            if not unreachable(e) or time.monotonic() > deadline:
+                raise
+            log(f"tracking store unreachable ({str(e).strip().splitlines()[0][:200]}); trying again in 10 s")
+            time.sleep(10)
+
+
 def existing_store(tracking_uri: str) -> str:
     """`tracking_uri`, after checking that a SQLite store it names exists: commands that only read
     a store (report, register, export) must not create an empty one where none was (MLflow would)."""
@@ -50,7 +78,6 @@ def existing_store(tracking_uri: str) -> str:
 
 
 def _now_ms() -> int:
-    import time
     return int(time.time() * 1000)
 
 
@@ -101,14 +128,102 @@ def trial_run(tracking_uri: str, exp_id: str, parent_run_id: str, spec: TrialSpe
     return run_id
 
 
+def _last_step(c: MlflowClient, run_id: str, key: str = "train_loss") -> int:
+    return max((m.step for m in c.get_metric_history(run_id, key)), default=0)
+
+
+class LiveMetrics:
+    """A trial's training metrics into its MLflow run while it trains, as MLflow users expect to
+    watch them: `log(metrics)` (every step, from the training loop) only appends to a buffer; a
+    background thread sends it as one log_batch every `every` steps or `seconds`, whichever comes
+    first. A store that is away (a server restarting) costs training nothing: the batch stays
+    buffered and is sent again later. A resumed run starts after the last step its run already
+    has, so no step is logged twice. What is still unsent at the end the final log fills
+    (log_trial_result logs the loss of every step the run lacks)."""
+
+    KEYS = ("train_loss", "lr", "tokens_per_s", "val_loss")
+
+    def __init__(self, tracking_uri: str, run_id: str, every: int = 100, seconds: float = 30.0):
+        self._client, self._run_id, self._every, self._seconds = client(tracking_uri), run_id, every, seconds
+        self._buffer: list[Metric] = []
+        self._lock, self._wake, self._stop = threading.Lock(), threading.Event(), threading.Event()
+        self._after: int | None = None           # the last step the run had when this started
+        self.sent = 0
+        self._thread = threading.Thread(target=self._loop, name="mlora-live-metrics", daemon=True)
+        self._thread.start()
+
+    def log(self, metrics: dict) -> None:
+        ts, step = _now_ms(), int(metrics["step"])
+        with self._lock:
+            self._buffer += [Metric(k, float(metrics[k]), ts, step) for k in self.KEYS
+                             if k in metrics and math.isfinite(metrics[k])]
+            due = len(self._buffer) >= self._every * 3
+        if due:
+            self._wake.set()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self._seconds)
+            self._wake.clear()
+            self._flush()
+
+    def _flush(self) -> bool:
+        try:
+            if self._after is None:
+                self._after = _last_step(self._client, self._run_id)
+            with self._lock:
+                batch, self._buffer = [m for m in self._buffer if m.step > self._after], []
+            for i in range(0, len(batch), 1000):
+                try:
+                    self._client.log_batch(self._run_id, metrics=batch[i:i + 1000])
+                except Exception:
+                    with self._lock:   # keep what was not sent, in order, ahead of what came since
+                        self._buffer[:0] = batch[i:]
+                    raise
+                self.sent += len(batch[i:i + 1000])
+            return True
+        except Exception:  # noqa: BLE001  the store is away: try again at the next flush
+            return False
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop the thread and send what is left, waiting at most `timeout` s for the store."""
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout)
+        if not self._thread.is_alive():
+            self._flush()
+
+
+class SystemMetrics:
+    """MLflow's system metrics (CPU, memory, disk, network; GPU with nvidia-ml-py) on a trial's run
+    while it trains, from the process that trains: `system/...` metrics every
+    MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL s (MLflow's default 10). Never fails training."""
+
+    def __init__(self, tracking_uri: str, run_id: str, resumed: bool):
+        try:
+            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+            self._monitor = SystemMetricsMonitor(run_id, resume_logging=resumed, tracking_uri=tracking_uri)
+            self._monitor.start()
+        except Exception:  # noqa: BLE001  e.g. psutil missing or the store away: training goes on
+            self._monitor = None
+
+    def close(self) -> None:
+        if self._monitor is not None:
+            try:
+                self._monitor.finish()
+            except Exception:  # noqa: BLE001
+                pass
+
+
 def log_trial_result(tracking_uri: str, run_id: str, result: dict, adapter_dir: str | None) -> None:
-    """Per-step loss, per-rank accuracy and AURAC under every rule, cost, adapter + rank curve
-    artifacts (metrics.py names them); then FINISHED."""
+    """Per-rank accuracy and AURAC under every rule, cost, the loss of every step the run does not
+    have yet (LiveMetrics sent the others), adapter + rank curve artifacts (metrics.py names
+    them); then FINISHED."""
     c = client(tracking_uri)
     ts = _now_ms()
-    metrics = []
-    if not c.get_metric_history(run_id, "train_loss"):  # once, even if the run is resumed later
-        metrics += [Metric("train_loss", v, ts, i + 1) for i, v in enumerate(result["losses"]) if math.isfinite(v)]
+    logged = _last_step(c, run_id)
+    metrics = [Metric("train_loss", v, ts, i + 1) for i, v in enumerate(result["losses"])
+               if i + 1 > logged and math.isfinite(v)]
     metrics += [Metric(k, v, ts, 0) for k, v in trial_metrics(result).items()]
     for i in range(0, len(metrics), 1000):
         c.log_batch(run_id, metrics=metrics[i:i + 1000])
@@ -165,5 +280,6 @@ def metric_history(tracking_uri: str, run_id: str, key: str) -> list[tuple[int, 
     return [(m.step, m.value) for m in client(tracking_uri).get_metric_history(run_id, key)]
 
 
-__all__ = ["RECORD_TAG", "TrackedTrial", "client", "end_sweep_run", "existing_store", "fail_trial", "finished_metrics",
-           "log_trial_result", "metric_history", "read_trials", "start_sweep_run", "trial_run", "trial_runs"]
+__all__ = ["RECORD_TAG", "LiveMetrics", "SystemMetrics", "TrackedTrial", "client", "end_sweep_run", "existing_store",
+           "fail_trial", "finished_metrics", "log_trial_result", "metric_history", "patiently", "read_trials",
+           "start_sweep_run", "trial_run", "trial_runs", "unreachable"]

@@ -84,6 +84,17 @@ def fresh_trial_state(cfg: dict) -> None:
         torch._dynamo.reset()
 
 
+def _live_tracking(tracking: dict | None, rank: int, resumed: bool):
+    """(LiveMetrics, system-metrics monitor) into the trial's MLflow run, on rank 0 when the trial
+    has one (a sweep's; `mlora train` has none). Imports MLflow only then."""
+    if not tracking or rank != 0:
+        return None, None
+    from .tracking import LiveMetrics, SystemMetrics
+    live = LiveMetrics(tracking["uri"], tracking["run_id"])
+    monitor = SystemMetrics(tracking["uri"], tracking["run_id"], resumed) if tracking.get("system_metrics") else None
+    return live, monitor
+
+
 def worker_loop(cfg: dict, session: TrainSession | TuneSession | None = None) -> dict:
     """Runs mlora_core.run; every metric and checkpoint leaves through `session` (default: this
     Ray Train worker's). Returns the final payload: result.as_dict() plus a `metrics` block, or
@@ -106,6 +117,8 @@ def worker_loop(cfg: dict, session: TrainSession | TuneSession | None = None) ->
     log_every = report_every(cfg["run_config"]["train"].get("steps") or 0)
 
     def progress(metrics: dict) -> None:
+        if live is not None:
+            live.log(metrics)
         if metrics["step"] % log_every == 0:
             session.report({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
 
@@ -127,11 +140,22 @@ def worker_loop(cfg: dict, session: TrainSession | TuneSession | None = None) ->
             session.report(metrics, checkpoint_dir=Path(tmp) if rank == 0 else None)
         return json.loads(text)
 
+    if resume_from is not None and (resume_from / "final.json").is_file():
+        # finished before, its result not logged (the store was away): that result, never a re-run
+        payload = json.loads((resume_from / "final.json").read_text())
+        if (resume_from / "adapter").is_dir():
+            payload["adapter_path"] = str(resume_from / "adapter")
+        return final(payload, None)
+    live, monitor = _live_tracking(cfg.get("tracking"), rank, resumed=checkpoint is not None)
     try:
         result = run(RunConfig.from_dict(cfg["run_config"]), trial_dir, callback=progress,
                      on_checkpoint=on_checkpoint, resume_from=resume_from, log=lambda m: print(m, flush=True))
     except (Diverged, ValueError, FileNotFoundError) as e:  # not worth a retry: report and stop
         return final({"error": f"{type(e).__name__}: {e}"}, None)
+    finally:
+        for closing in (live, monitor):
+            if closing is not None:
+                closing.close()
     summary, rc = trial_metrics(result.as_dict()), cfg["run_config"]
     progress_keys = ("aurac", *(k for k in summary if k.startswith("acc_rank_")))  # what Tune's table shows
     score = search_score(summary, rc["adapter"]["method"], rc["adapter"]["rank"], rc["eval_rules"][0])

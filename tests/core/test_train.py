@@ -9,7 +9,7 @@ import mlora_core as mc
 from mlora_core.builtin_model import build_tokenizer
 from mlora_core.cost import flop_model
 from mlora_core.evaluate import evaluate_ranks
-from mlora_core.io import load_tensors
+from mlora_core.io import load_tensors, read_json
 from mlora_core.tasks import TaskConfig, collate, load_examples, tokenize
 from mlora_core.train import Diverged, TrainConfig, latest_checkpoint
 
@@ -53,6 +53,13 @@ def test_same_seed_same_losses_and_resume_equals_uninterrupted(setup, tmp_path):
     resumed = fit(resumed_model, data, cfg, tok.pad_token_id, resume_from=ckpt, log=quiet)
     assert resumed.resumed_from == 5
     assert resumed.losses == pytest.approx(full.losses, rel=1e-6, abs=1e-7)
+    # a run's cost counts every segment: restarted at its last step (nothing left to train), its
+    # training time is the 12 steps' before the restart, not the ~0 s of its own segment
+    done = tmp_path / "c" / "step_000012"
+    before = read_json(done / "trainer_state.json")["seconds"]
+    again_done = fit(adapted(tok, "dylora"), data, cfg, tok.pad_token_id, resume_from=done, log=quiet)
+    assert again_done.losses == full.losses and before > 0
+    assert before <= again_done.seconds < before + 0.5 * before + 0.05
 
 
 @pytest.mark.slow  # torch.compile's one-off compile: ~40 s on 2 cores with a cold inductor cache

@@ -109,7 +109,7 @@ def test_every_experiment_validates_and_plans(path, capsys):
 def test_paper_experiments_follow_method_md():
     """The paper's setup (docs/method.md): the two Llama models, all seven projections, powers-of-two ranks,
     lrs inside 5e-6..1e-3, seeds 42/666/2408, 3 epochs, 4 x 8 batch, GPU resources and prices."""
-    from orchestrator.config import load_experiment
+    from orchestrator.load import load_experiment
     from orchestrator.plan import plan, search_groups
 
     paper = [p for p in EXPERIMENTS if not p.name.startswith(("tiny", "smollm2"))]  # smollm2: test_real_config.py

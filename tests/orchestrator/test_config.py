@@ -5,7 +5,7 @@ import pytest
 import yaml
 
 from orchestrator.cli import main
-from orchestrator.config import load_experiment, parse_experiment
+from orchestrator.load import ConfigError, load_experiment, parse_experiment
 
 from .conftest import ROOT, mlora
 
@@ -32,6 +32,9 @@ BAD = [  # (override applied to GOOD, expected key path in the error)
     ({"model": "/nonexistent/model/dir"}, "model"),
     ({"model": "builtin:huge"}, "model"),
     ({"early_stopping": {"asha": True, "reduction_factor": 1}}, "early_stopping.reduction_factor"),
+    ({"arms": {"lora": {"budgets": [0]}}}, "arms.lora.budgets.0"),
+    ({"arms": {"dylora": {"budgets": [2, 2]}}}, "arms.dylora.budgets"),
+    ({"arms": {"matryoshka": {"budgets": {"sumed": [1]}}}}, "arms.matryoshka.budgets"),
 ]
 
 
@@ -130,3 +133,44 @@ def test_plan_estimate_exact_in_passes_budget_and_price():
     for e in est.values():   # 1 CPU device: compute at the effective rate + start-up, then the price
         assert e.device_hours == pytest.approx((e.train_flops / 0.5e12 + 10) / 3600)
         assert e.dollars == pytest.approx(2.0 * e.device_hours)
+
+
+@pytest.mark.parametrize("budgets,detail", [([1, -1], "(item 1: input should be greater than 0)"),
+                                            ({"sumed": [1]}, "(key 'sumed': input should be 'summed', ")])
+def test_a_union_key_answers_in_one_line_with_what_it_accepts(budgets, detail):
+    """pydantic reports each member of `list | dict` on its own line (budgets.list[...].1, budgets.dict[...]):
+    the user gets one line naming the key, what it accepts, and what is wrong."""
+    with pytest.raises(ConfigError) as e:
+        parse_experiment({**GOOD, "arms": {"matryoshka": {"budgets": budgets}}})
+    (line,) = e.value.problems
+    assert line.startswith("arms.matryoshka.budgets: must be a list of numbers > 0 ([1, 1.5, 3]), or such a list "
+                           "per objective") and detail in line and "[" not in line.split(":")[0], line
+
+
+def test_budgets_on_every_arm_reach_the_plan_the_steps_and_the_estimate():
+    """A budget multiplies training.steps (rounded to a whole step) on any arm; each budget of an arm is
+    an arm of its own (its id says x1.5), and the plan's LoRA grid is each rank at its least budget."""
+    from orchestrator.plan import estimate, grid_of, plan, run_config
+    exp = parse_experiment({**GOOD, "adapter": {"rank": 4, "eval_ranks": [1, 4]}, "training": {"steps": 101},
+                            "arms": {"lora": {"budgets": [1, 1.5, 3]}, "dylora": {"budgets": [2]},
+                                     "matryoshka": {"objectives": ["stratified"], "budgets": [0.5]}}})
+    trials = plan(exp)
+    steps = {t.arm: run_config(exp, t).train.steps for t in trials}
+    assert steps == {"matryoshka-stratified-diag-r4-x0.5": 50, "lora-r1": 101, "lora-r1-x1.5": 152, "lora-r1-x3": 303,
+                     "lora-r4": 101, "lora-r4-x1.5": 152, "lora-r4-x3": 303, "dylora-r4-x2": 202}
+    assert [t.arm for t in grid_of(trials)] == ["lora-r1", "lora-r4"]
+    est = {t.arm: e.train_flops for t, e in zip(trials, estimate(exp, trials))}
+    assert est["lora-r4-x3"] == pytest.approx(3 * est["lora-r4"])
+
+
+def test_the_trial_record_round_trips_and_says_only_what_applies():
+    from orchestrator.plan import RECORD_VERSION, TrialSpec
+    lora = TrialSpec("lora", 4, 3e-3, 1, budget=1.5)
+    mat = TrialSpec("matryoshka", 16, 1e-3, 0, "stratified", "diag", 3, sample=2)
+    for spec in (lora, mat):
+        assert TrialSpec.from_json(spec.to_json()) == spec
+    assert (lora.arm, lora.trial_id) == ("lora-r4-x1.5", "lora-r4-x1.5-lr3e-03-s1")
+    assert mat.trial_id == "matryoshka-stratified-diag-r16-x3-o02-lr1.00e-03-s0"
+    assert lora.objective is None and lora.p_schedule is None and '"-"' not in lora.to_json()
+    with pytest.raises(ValueError, match="trial record version"):
+        TrialSpec.from_dict({**lora.as_dict(), "v": RECORD_VERSION + 1})

@@ -27,7 +27,7 @@ def _train(args):
 
 def test_lora_accuracy_grows_with_rank_on_the_default(tmp_path):
     from mlora_core.models import resolve_model_path
-    from orchestrator.config import load_experiment
+    from orchestrator.load import load_experiment
     from orchestrator.plan import plan, run_config
 
     exp = load_experiment(ROOT / "experiments" / "tiny.yaml")

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from orchestrator.cli import main
-from orchestrator.config import parse_experiment
+from orchestrator.load import parse_experiment
 from orchestrator.plan import plan, run_config
 from orchestrator.sweep import execution, trial_resources
 from orchestrator.worker import fresh_trial_state, worker_loop

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from orchestrator.cli import main
-from orchestrator.config import load_experiment
+from orchestrator.load import load_experiment
 
 from .conftest import ROOT
 

@@ -112,3 +112,15 @@ def test_cost_frontier_grows_the_grid_and_marks_the_pareto_front():
     # LoRA-4 alone (truncated): rank 1 gets 0.0
     assert pts["lora-r4 [truncate]"]["aurac"] == pytest.approx(0.45)
     assert {p["label"] for p in f["points"] if p["pareto"]} == {"matryoshka-summed-diag-r4 [truncate]", "LoRA r1+r4"}
+
+
+def test_the_grid_is_each_rank_at_its_least_budget_and_longer_lora_runs_are_arms_of_their_own():
+    trials = [lora(1, 0, {1: 0.2}, 1.0), lora(4, 0, {1: 0.1, 4: 0.6}, 1.0),
+              lora(1, 0, {1: 0.4}, 3.0, budget=3), lora(4, 0, {1: 0.2, 4: 0.9}, 3.0, budget=3),
+              mat(0, {1: 0.3, 4: 0.7}, hours=1.0, budget=1.5)]
+    result = aggregate(trials, tolerance=0.01)
+    assert result.envelope == {1: 0.2, 4: 0.6} and result.grid["runs"] == 2     # budget 1: the grid
+    assert result.grid["device_hours"] == 2.0 and result.grid["spent_device_hours"] == 8.0
+    assert set(result.arms) == {"lora-r1", "lora-r4", "lora-r1-x3", "lora-r4-x3", "matryoshka-summed-diag-r4-x1.5"}
+    assert [(c.rank, c.arm) for c in result.verdict] == [(1, "lora-r1-x3"), (4, "lora-r4-x3")]   # best per rank
+    assert result.best_matryoshka["within"] == [1, 4] and result.best_matryoshka["budget"] == 1.5

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from orchestrator import tracking
-from orchestrator.config import parse_experiment
+from orchestrator.load import parse_experiment
 from orchestrator.plan import plan, run_config, search_groups, trial_params
 from orchestrator.search import METRIC, SweepSearcher
 
@@ -124,7 +124,7 @@ def test_restore_adopts_the_runs_mlflow_has_and_the_checkpoint_does_not(tmp_path
 
 
 def test_config_errors_for_search():
-    from orchestrator.config import ConfigError
+    from orchestrator.load import ConfigError
     with pytest.raises(ConfigError, match="search.lr: optuna needs a range"):
         parse_experiment({"name": "s", "search": {"algorithm": "optuna"}})
     with pytest.raises(ConfigError, match="tasks.val.enabled"):
