@@ -407,7 +407,9 @@ def finish_sweep(out: Path, state: dict, grid) -> int:
         except Exception as e:  # noqa: BLE001
             print(f"registry: failed ({type(e).__name__}: {e}); retry with `mlora register {out}`", file=sys.stderr)
     tracking.end_sweep_run(uri, state["parent_run_id"], len(failed), summary)
-    print(f"\nMLflow UI: mlflow ui --backend-store-uri {uri} --host 127.0.0.1", flush=True)
+    # a tracking server is its own UI; a local store (SQLite) needs `mlflow ui` started on it
+    ui = uri if uri.startswith(("http://", "https://")) else f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1"
+    print(f"\nMLflow UI: {ui}", flush=True)
     if failed:
         print(f"{len(failed)} of {len(grid)} trials failed: {', '.join(failed)}", file=sys.stderr)
         return 1
