@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from .services import mlflow_server, postgres  # noqa: F401  (session fixtures: PostgreSQL + MLflow server)
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -92,10 +94,11 @@ def cli_env(**extra) -> dict:
     return env
 
 
-def mlora(*args, timeout=600, env=None, **kw) -> subprocess.CompletedProcess:
-    """`mlora ARGS` as a user runs it (python -m, so the checkout's code is used)."""
+def mlora(*args, timeout=600, env=None, cwd=ROOT, **kw) -> subprocess.CompletedProcess:
+    """`mlora ARGS` as a user runs it (python -m, so the checkout's code is used; from any cwd:
+    cli_env puts the checkout on PYTHONPATH)."""
     return subprocess.run([sys.executable, "-m", "orchestrator.cli", *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout, env=env or cli_env(), cwd=kw.pop("cwd", ROOT), **kw)
+                          text=True, timeout=timeout, env=env or cli_env(), cwd=cwd, **kw)
 
 
 def runs_by_trial(out: Path) -> dict[str, list]:
