@@ -203,6 +203,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("mlora: interrupted; finished trials are kept (resume with `mlora sweep --resume`)", file=sys.stderr)
         return 130
+    except Exception as e:
+        from .tracking import unreachable
+        if not unreachable(e):
+            raise
+        print(f"mlora: error: the tracking store is unreachable ({str(e).strip().splitlines()[0][:300]}); a trial "
+              "whose training finished keeps its result in its checkpoint: `mlora sweep --resume` logs it once the "
+              "store is back, without training it again", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

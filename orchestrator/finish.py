@@ -26,7 +26,7 @@ def ui_hint(uri: str) -> str:
 def finish_sweep(out: Path, state: dict, grid) -> int:
     """Mark stopped trials, print the summary, write the report, register; exit code."""
     uri = state["tracking_uri"]
-    runs = {t.spec.trial_id: t for t in tracking.read_trials(uri, state["parent_run_id"])}
+    runs = {t.spec.trial_id: t for t in tracking.patiently(tracking.read_trials, uri, state["parent_run_id"])}
     failed = []
     for r in grid:
         tid = r.config["spec"]["trial_id"]

@@ -172,32 +172,68 @@ def _stop_group(proc: subprocess.Popen) -> None:
         pass
 
 
-@pytest.fixture(scope="session")
-def mlflow_server(postgres, tmp_path_factory):
-    """`mlflow server` on PostgreSQL, proxying artifacts to a local folder (--artifacts-destination,
-    so clients see `mlflow-artifacts:` URIs), one uvicorn worker. Yields http://127.0.0.1:PORT."""
-    postgres.psql(f"CREATE DATABASE {MLFLOW_DB}")
-    home = tmp_path_factory.mktemp("mlflow-server")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    # no job runner (huey consumer): mlora uses no server-side jobs, and it is one more process on 2 cores
-    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
-    log_path = home / "server.log"
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", postgres.uri(MLFLOW_DB),
-             "--artifacts-destination", str(home / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
-             "--workers", "1"],
-            cwd=home, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
+class MlflowServer:
+    """`mlflow server` on a PostgreSQL database, proxying artifacts to a local folder
+    (--artifacts-destination, so clients see `mlflow-artifacts:` URIs), one uvicorn worker, on a
+    fixed 127.0.0.1 port: `kill()` SIGKILLs it (the fault tests) and `start()` brings it back on
+    the same port and store, as an operator's restart would."""
+
+    def __init__(self, postgres: Postgres, db: str, home: Path):
+        postgres.psql(f"CREATE DATABASE {db}")
+        self.store, self.home, self.port = postgres.uri(db), home, free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> MlflowServer:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+        # no job runner (huey consumer): mlora uses no server-side jobs, and it is one more process on 2 cores
+        env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
+        log_path = self.home / "server.log"
+        with open(log_path, "a") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", self.store,
+                 "--artifacts-destination", str(self.home / "artifacts"), "--host", "127.0.0.1",
+                 "--port", str(self.port), "--workers", "1"],
+                cwd=self.home, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.time() + 90
-        while not _healthy(url):
-            if proc.poll() is not None or time.time() > deadline:
-                why = f"exited {proc.returncode}" if proc.poll() is not None else "no /health answer in 90 s"
-                pytest.fail(f"mlflow server on {postgres.uri(MLFLOW_DB)}: {why}\n"
+        while not _healthy(self.url):
+            if self.proc.poll() is not None or time.time() > deadline:
+                why = f"exited {self.proc.returncode}" if self.proc.poll() is not None else "no /health answer in 90 s"
+                self.stop()
+                pytest.fail(f"mlflow server on {self.store}: {why}\n"
                             f"{log_path.read_text(errors='replace')[-4000:]}", pytrace=False)
             time.sleep(0.5)
-        yield url
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL the whole server (leader and workers) at once: a crash, no clean shutdown."""
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            _stop_group(self.proc)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(postgres, tmp_path_factory):
+    """The session's tracking server (MlflowServer) on PostgreSQL. Yields http://127.0.0.1:PORT."""
+    server = MlflowServer(postgres, MLFLOW_DB, tmp_path_factory.mktemp("mlflow-server"))
+    try:
+        yield server.start().url
     finally:
-        _stop_group(proc)
+        server.stop()
+
+
+@pytest.fixture
+def own_mlflow_server(postgres, tmp_path):
+    """A tracking server of the test's own (its own database), for tests that kill and restart it."""
+    server = MlflowServer(postgres, f"mlflow_{tmp_path.name.lower().replace('-', '_')[:40]}", tmp_path / "server")
+    (tmp_path / "server").mkdir()
+    try:
+        yield server.start()
+    finally:
+        server.stop()
