@@ -57,6 +57,12 @@ class Postgres:
     def uri(self, db: str) -> str:
         return f"postgresql://{PG_USER}@{self.host}:{self.port}/{db}"
 
+    def restart(self) -> None:
+        """pg_ctl restart -m fast (the server's clients lose their connections). -l: the new
+        postmaster writes to the log, not to pg_ctl's pipes (which would keep run_as_pg waiting)."""
+        run_as_pg([self.bindir / "pg_ctl", "-D", self.root / "data", "-l", self.root / "log", "-w", "-t", "60",
+                   "-m", "fast", "restart"], cwd=self.root, timeout=90)
+
     def psql(self, sql: str) -> None:
         run_as_pg([self.bindir / "psql", "-h", self.host, "-p", str(self.port), "-U", PG_USER, "-d", "postgres",
                    "-v", "ON_ERROR_STOP=1", "-c", sql], cwd=self.root)

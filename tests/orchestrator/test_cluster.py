@@ -162,10 +162,13 @@ def _marked_pids(base: str) -> list[int]:
 
 
 @pytest.mark.slow
-def test_local_cluster_job_submit_runs_the_sweep(tiny_model_dir, platypus_files, tmp_path):
+def test_local_cluster_job_submit_runs_the_sweep(tiny_model_dir, platypus_files, mlflow_server, tmp_path):
+    """Two Ray nodes, `ray job submit -- mlora sweep`, tracking into the team's server (MLflow on
+    PostgreSQL, artifacts through the server): the deployment docs/cluster.md describes."""
     jobdir, out = tmp_path / "job", tmp_path / "out"
     jobdir.mkdir()
-    exp = tiny_experiment(tiny_model_dir, platypus_files, out, arms={"matryoshka": {}, "lora": {"ranks": [1, 4]}})
+    exp = tiny_experiment(tiny_model_dir, platypus_files, out, arms={"matryoshka": {}, "lora": {"ranks": [1, 4]}},
+                          tracking={"uri": mlflow_server, "experiment": f"cluster-{tmp_path.name}"})
     cfg = write_yaml(jobdir / "exp.yaml", exp)
     env = cli_env(MLORA_DEMO_SUBMISSION_ID="mlora-test-job", MLORA_DEMO_KEEP="0")
     t0 = time.monotonic()
@@ -192,14 +195,17 @@ def test_local_cluster_job_submit_runs_the_sweep(tiny_model_dir, platypus_files,
     state = json.loads((out / "sweep.json").read_text())
     planned = sorted(t["trial_id"] for t in state["trials"])
     assert len(planned) == 3
+    assert state["tracking_uri"] == mlflow_server and not (out / "mlflow.db").exists()
     runs = tracking.trial_runs(state["tracking_uri"], state["parent_run_id"])
     by_trial = {r.data.tags["mlora.trial_id"]: r for r in runs}
     assert sorted(by_trial) == planned and len(runs) == len(planned)
     for tid, run in by_trial.items():
         assert run.info.status == "FINISHED", tid
+        assert run.info.artifact_uri.startswith("mlflow-artifacts:"), run.info.artifact_uri
         assert run.data.tags["mlflow.parentRunId"] == state["parent_run_id"]
         assert run.data.tags.get("ray.trial_id"), tid
         # sweep.py tags RAY_JOB_ID: inside a Ray worker that is the core job id (hex), set under job submit
         assert re.fullmatch(r"[0-9a-f]{8}", run.data.tags.get("ray.job_id", "")), run.data.tags
     assert "ray.job_id=" in log and "report:" in log  # the demo's MLflow summary + `mlora report`
+    assert f"browse: {mlflow_server}" in log
     print(f"demo: {elapsed:.0f} s")

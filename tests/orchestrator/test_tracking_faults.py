@@ -14,7 +14,6 @@ import pytest
 from orchestrator import tracking
 
 from .conftest import ROOT, cli_env, mlora, sweep_log_tail, tiny_experiment, write_yaml
-from .services import run_as_pg
 
 pytestmark = pytest.mark.slow
 
@@ -62,8 +61,7 @@ def test_server_killed_and_restarted_then_postgres_restarted_mid_sweep_loses_not
         finished = lambda: any(t.status == "FINISHED" for t in _trials(server.url, out))  # noqa: E731
         assert _wait(finished, 300, proc), sweep_log_tail(cfg)
         if proc.poll() is None:             # PostgreSQL restarted under the server while the last trial trains
-            run_as_pg([postgres.bindir / "pg_ctl", "-D", postgres.root / "data", "-w", "-t", "60", "-m", "fast",
-                       "restart"], cwd=postgres.root, timeout=90)
+            postgres.restart()
         assert proc.wait(timeout=600) == 0, sweep_log_tail(cfg)
     finally:
         if proc.poll() is None:
