@@ -60,8 +60,9 @@ def test_server_killed_and_restarted_then_postgres_restarted_mid_sweep_loses_not
         server.start()                      # back ~30 s later, on the same port and database
         finished = lambda: any(t.status == "FINISHED" for t in _trials(server.url, out))  # noqa: E731
         assert _wait(finished, 300, proc), sweep_log_tail(cfg)
-        if proc.poll() is None:             # PostgreSQL restarted under the server while the last trial trains
-            postgres.restart()
+        # PostgreSQL restarted under the server while the third trial trains (it starts as the first ends)
+        assert proc.poll() is None, "the sweep ended before PostgreSQL could be restarted under it"
+        postgres.restart()
         assert proc.wait(timeout=600) == 0, sweep_log_tail(cfg)
     finally:
         if proc.poll() is None:
