@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .methods import METHODS, SCALINGS, SCHEDULES, check
+from .records import from_plain, to_plain
 
 # Llama/Qwen/Mistral projection names: the paper adapts all seven.
 LLAMA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -78,25 +79,11 @@ class AdapterConfig:
         fix("exclude_modules", tuple(self.exclude_modules))
 
     def to_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
-        for k, v in out.items():
-            if isinstance(v, tuple):
-                out[k] = list(v)
-        return out
+        return to_plain(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AdapterConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"adapter config: unknown keys {unknown}")
-        data = dict(data)
-        for k in ("train_ranks", "eval_ranks", "exclude_modules"):
-            if data.get(k) is not None:
-                data[k] = tuple(data[k])
-        if isinstance(data.get("target_modules"), list):
-            data["target_modules"] = tuple(data["target_modules"])
-        return cls(**data)
+        return from_plain(cls, data, "adapter config")
 
     def truncated(self, rank: int) -> AdapterConfig:
         """The config of this adapter cut to its first `rank` components."""

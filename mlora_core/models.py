@@ -49,6 +49,12 @@ def resolve_model_path(model_id: str, log=print) -> str:
     return str(Path(model_id).expanduser()) if kind == "local" else model_id
 
 
+def prepare_builtin_model(model_id: str, log=print) -> None:
+    """Build a builtin model now, if `model_id` names one not built yet (a no-op for the others)."""
+    if check_model_id(model_id) == "builtin":
+        resolve_model_path(model_id, log=log)
+
+
 def load_base_model(model_id: str, dtype: torch.dtype | None = None, device: str | torch.device = "cpu",
                     revision: str | None = None, log=print):
     """(model, tokenizer). Hub ids need network (or HF_HUB_OFFLINE=1 with a warm cache)."""

@@ -6,7 +6,6 @@ callbacks, results through the returned RunResult and files in `output_dir`.
 """
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from .export import save_adapter
 from .inject import adapter_summary, add_adapters
 from .io import write_json
 from .models import load_base_model
+from .records import from_plain, to_plain
 from .tasks import SCORING, TaskConfig, load_examples, tokenize
 from .train import Hooks, TrainConfig, latest_checkpoint, train, world
 
@@ -42,23 +42,11 @@ class RunConfig:
     devices_per_worker: float = 1.0       # priced devices each worker holds: its GPUs, or its CPU cores
 
     def to_dict(self) -> dict:
-        return {"model": self.model, "train_task": dataclasses.asdict(self.train_task),
-                "eval_task": dataclasses.asdict(self.eval_task),
-                "val_task": dataclasses.asdict(self.val_task) if self.val_task else None,
-                "val_loss_every": self.val_loss_every, "adapter": self.adapter.to_dict(),
-                "train": dataclasses.asdict(self.train), "eval_batch_size": self.eval_batch_size,
-                "max_new_tokens": self.max_new_tokens, "eval_rules": list(self.eval_rules), "device_name": self.device_name,
-                "price_per_device_hour": self.price_per_device_hour, "devices_per_worker": self.devices_per_worker}
+        return to_plain(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> RunConfig:
-        d = dict(d)
-        if "eval_rules" in d:
-            d["eval_rules"] = tuple(d["eval_rules"])
-        val = d.pop("val_task", None)
-        return cls(train_task=TaskConfig(**d.pop("train_task")), eval_task=TaskConfig(**d.pop("eval_task")),
-                   val_task=TaskConfig(**val) if val else None,
-                   adapter=AdapterConfig.from_dict(d.pop("adapter")), train=TrainConfig(**d.pop("train")), **d)
+        return from_plain(cls, d, "run config")
 
 
 @dataclass(frozen=True)

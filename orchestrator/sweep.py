@@ -19,7 +19,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from mlora_core.models import model_provenance
+from mlora_core.models import model_provenance, prepare_builtin_model
 
 from . import tracking
 from .config import Experiment
@@ -194,14 +194,18 @@ def run_sweep(exp: Experiment, config_path: str | None = None, resume: bool = Fa
     trials = plan(exp)
     job = submission_id()  # the `ray job submit` id, or '': tagged on the sweep and every trial run
     res = exp.resources
-    with ThreadPoolExecutor(1) as pool:
+    with ThreadPoolExecutor(2) as pool:
         # a new sweep's MLflow store is set up (SQLite schema migrations, parent run: ~4 s of
         # Python) while this thread mostly waits for Ray's processes to come up (~5-12 s)
         default_store = exp.tracking.uri is None and tracking_uri is None
         started = None if state else pool.submit(start_record, exp, out, uri, trials, config_path, job,
                                                  default_store)
+        # a builtin model (the embedded default, a converted packaged one) is built once, here, with
+        # every core, before any trial starts: not by the first trial on its one core while the others wait
+        model = pool.submit(prepare_builtin_model, exp.model)
         init_ray(res.max_concurrent_trials * res.workers_per_trial * int(max(1, res.cpus_per_worker)))
         state = state if started is None else started.result()
+        model.result()
     searched = sum(g.max_trials for g in search_groups(exp))
     print(f"sweep {exp.name}: {len(trials)} trials" + (f" + up to {searched} searched" if searched else "") +
           f" -> {out}\nMLflow: {uri} (parent run {state['parent_run_id']})", flush=True)
