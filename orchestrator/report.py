@@ -139,18 +139,21 @@ def _cost_plot(plt, result: SweepResult):
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     pts = result.frontier["points"]
     grid = [p for p in pts if p["kind"] == "lora-grid"]
+    hours = lambda p: f"{p['device_hours']:.3g} dev-h"  # noqa: E731  measured, beside the FLOPs
     if grid:
-        ax.plot([p["device_hours"] for p in grid], [p["aurac"] for p in grid], "s-", color=COLORS["lora"],
-                label=f"LoRA grid, growing set ({', '.join(p['label'].removeprefix('LoRA ') for p in grid)})")
+        ax.plot([p["flops"] for p in grid], [p["aurac"] for p in grid], "s-", color=COLORS["lora"],
+                label="LoRA grid, growing set (" + ", ".join(f"{p['label'].removeprefix('LoRA ')}: {hours(p)}"
+                                                             for p in grid) + ")")
     for p in pts:
         if p["kind"] != "lora-grid":
-            ax.plot(p["device_hours"], p["aurac"], {"truncate": "o", "prefix": "^", "svd": "*"}.get(p["rule"], "o"),
-                    ms=10, color=COLORS.get(p["kind"], "k"), alpha=0.8, label=p["label"] + " (one run)")
-    front = sorted((p for p in pts if p["pareto"]), key=lambda p: p["device_hours"])
+            ax.plot(p["flops"], p["aurac"], {"truncate": "o", "prefix": "^", "svd": "*"}.get(p["rule"], "o"),
+                    ms=10, color=COLORS.get(p["kind"], "k"), alpha=0.8, label=f"{p['label']} (one run, {hours(p)})")
+    front = sorted((p for p in pts if p["pareto"]), key=lambda p: p["flops"])
     if front:
-        ax.step([p["device_hours"] for p in front], [p["aurac"] for p in front], where="post", color="k",
+        ax.step([p["flops"] for p in front], [p["aurac"] for p in front], where="post", color="k",
                 alpha=0.4, lw=1, label="Pareto front")
-    return _labelled(fig, ax, "training + eval cost (device-hours)", "AURAC of the adapters you get",
+    ax.set_xscale("log")
+    return _labelled(fig, ax, "training + eval FLOPs (log)", "AURAC of the adapters you get",
                      "What the compute buys")
 
 
@@ -268,7 +271,7 @@ def _markdown(result: SweepResult) -> str:
     the chosen lr, mean ± std over seeds, training FLOPs of one run as a share of one LoRA grid, and
     the selection bias avoided (the score at the lr chosen on validation vs the best lr on test)."""
     ranks = sorted({k for a in result.arms.values() for c in a.curves.values() for k in c.ranks})
-    pm = lambda m, s: f"{m:.3f} ± {s:.3f}"  # noqa: E731
+    pm = lambda m, s, n: f"{m:.3f}" + (f" ± {s:.3f}" if n > 1 else "")  # noqa: E731  one seed: no spread
     lines = ["| arm [rule] | lr (chosen on) | seeds | " + " | ".join(f"r{k}" for k in ranks) +
              " | AURAC | FLOPs / grid | score: chosen / best on test |",
              "|---" * (len(ranks) + 6) + "|"]
@@ -279,10 +282,11 @@ def _markdown(result: SweepResult) -> str:
     for arm in sorted(result.arms.values(), key=lambda a: (a.method != "lora", a.method, a.name)):
         share = f"{arm.run_cost['total_flops'] / result.grid['flops']:.2f}" if result.grid["flops"] else ""
         for c in arm.curves.values():
-            cells = " | ".join(pm(c.mean[c.ranks.index(k)], c.std[c.ranks.index(k)]) if k in c.ranks else ""
+            n = len(c.trial_ids)
+            cells = " | ".join(pm(c.mean[c.ranks.index(k)], c.std[c.ranks.index(k)], n) if k in c.ranks else ""
                                for k in ranks)
-            lines.append(f"| {c.label} | {c.lr:.0e} ({c.selected_on}) | {len(c.trial_ids)} | {cells} | "
-                         f"{pm(c.aurac, c.aurac_std)} | {share} | {c.test_score:.3f} / {c.best_on_test:.3f} |")
+            lines.append(f"| {c.label} | {c.lr:.0e} ({c.selected_on}) | {n} | {cells} | "
+                         f"{pm(c.aurac, c.aurac_std, n)} | {share} | {c.test_score:.3f} / {c.best_on_test:.3f} |")
     return "\n".join(lines) + "\n"
 
 

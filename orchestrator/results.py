@@ -303,26 +303,28 @@ def _usable(curves: list[dict[int, float]], ranks: list[int]) -> list[float]:
 
 
 def cost_frontier(arms: dict[str, Arm], ranks: list[int]) -> dict:
-    """Points (device-hours, AURAC of the adapters you get) for the LoRA grid grown rank by rank
-    and for every single run served under each rule; plus which points are Pareto-optimal."""
+    """Points (FLOPs and device-hours, AURAC of the adapters you get) for the LoRA grid grown rank by
+    rank and for every single run served under each rule; plus which points are Pareto-optimal in
+    FLOPs (a function of the config, like the verdict's choices; device-hours move with load)."""
     if not ranks:
         return {"ranks": [], "points": []}
     lora = grid_arms(arms)
-    points, spent, own = [], 0.0, []
+    points, spent, flops, own = [], 0.0, 0.0, []
     for i, a in enumerate(lora):
-        spent += a.run_cost["device_hours"]
+        spent, flops = spent + a.run_cost["device_hours"], flops + a.run_cost["total_flops"]
         own.append({a.rank: next(iter(a.curves.values())).at(a.rank)})
         label = "LoRA " + ("+".join(f"r{x.rank}" for x in lora[:i + 1]) if i < 3 else f"r{lora[0].rank}..r{a.rank}")
-        points.append({"label": label, "kind": "lora-grid", "rule": None, "device_hours": spent,
+        points.append({"label": label, "kind": "lora-grid", "rule": None, "device_hours": spent, "flops": flops,
                        "aurac": aurac(ranks, _usable(own, ranks))})
     singles = [a for a in arms.values() if a.one_run] + lora[-1:]
     for a in singles:
         for c in a.curves.values():
             points.append({"label": c.label, "kind": a.method, "rule": c.rule, "device_hours": a.run_cost["device_hours"],
+                           "flops": a.run_cost["total_flops"],
                            "aurac": aurac(ranks, _usable([dict(zip(c.ranks, c.mean))], ranks))})
     for p in points:  # Pareto: no other point is at most as costly and at least as good, one strictly
-        p["pareto"] = not any(q is not p and q["device_hours"] <= p["device_hours"] and q["aurac"] >= p["aurac"]
-                              and (q["device_hours"] < p["device_hours"] or q["aurac"] > p["aurac"]) for q in points)
+        p["pareto"] = not any(q is not p and q["flops"] <= p["flops"] and q["aurac"] >= p["aurac"]
+                              and (q["flops"] < p["flops"] or q["aurac"] > p["aurac"]) for q in points)
     return {"ranks": ranks, "points": points}
 
 

@@ -106,6 +106,7 @@ def test_cost_frontier_grows_the_grid_and_marks_the_pareto_front():
     f = cost_frontier(result.arms, [1, 4])
     pts = {p["label"]: p for p in f["points"]}
     assert pts["LoRA r1"]["device_hours"] == 1.0 and pts["LoRA r1"]["aurac"] == pytest.approx(0.4)
+    assert pts["LoRA r1"]["flops"] == 1e12 and pts["LoRA r1+r4"]["flops"] == 2e12      # the grid's cost adds up
     # r1 + r4: rank 1 from LoRA-1 (0.4), rank 4 from LoRA-4 (0.9)
     assert pts["LoRA r1+r4"]["device_hours"] == 2.0 and pts["LoRA r1+r4"]["aurac"] == pytest.approx(0.65)
     assert pts["matryoshka-summed-diag-r4 [truncate]"]["aurac"] == pytest.approx(0.5)
