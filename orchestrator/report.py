@@ -154,7 +154,7 @@ def _cost_plot(plt, result: SweepResult):
                 alpha=0.4, lw=1, label="Pareto front")
     ax.set_xscale("log")
     return _labelled(fig, ax, "training + eval FLOPs (log)", "AURAC of the adapters you get",
-                     "What the compute buys")
+                     "What the compute buys", below=True)
 
 
 def _loss_plot(plt, losses: dict[str, list[tuple[int, float]]]):
@@ -166,17 +166,20 @@ def _loss_plot(plt, losses: dict[str, list[tuple[int, float]]]):
     return _labelled(fig, ax, "step", "train loss", "Training loss")
 
 
-def _labelled(fig, ax, xlabel: str, ylabel: str, title: str):
+def _labelled(fig, ax, xlabel: str, ylabel: str, title: str, below: bool = False):
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=6, ncol=2)
+    if below:   # many long labels: under the plot, not over its points
+        ax.legend(fontsize=6, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.14))
+    else:
+        ax.legend(fontsize=6, ncol=2)
     return fig
 
 
 def _save(plt, fig, path: Path) -> Path:
     fig.tight_layout()
     tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")   # legends placed below an axes stay in the picture
     tmp.replace(path)
     plt.close(fig)
     return path
