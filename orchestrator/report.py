@@ -27,6 +27,7 @@ from pathlib import Path
 
 from mlora_core.io import atomic_write
 
+from .frontier_report import frontier_html, frontier_markdown, frontier_plot
 from .metrics import acc_key, aurac_key
 from .plan import TrialSpec
 from .record import load_output_dir, read_sweep_state
@@ -59,6 +60,8 @@ def _plots(result: SweepResult, losses: dict[str, list[tuple[int, float]]], out:
 
     figs = [("rank_curve", _rank_curve_plot(plt, result)), ("aurac", _aurac_plot(plt, result)),
             ("cost", _cost_plot(plt, result)), ("loss", _loss_plot(plt, losses))]
+    if result.compute.get("grids"):
+        figs.append(("frontier", frontier_plot(plt, result)))
     if result.searches:
         figs.append(("search", _search_plot(plt, result)))
     return [_save(plt, fig, out / f"{name}.png") for name, fig in figs]
@@ -302,7 +305,7 @@ def _data(result: SweepResult, state: dict) -> dict:
             "best_matryoshka": result.best_matryoshka, "one_run": list(result.one_run),
             "envelope": result.envelope, "envelope_aurac": result.envelope_aurac,
             "envelope_aurac_log2": result.envelope_aurac_log2, "grid": result.grid,
-            "curves": [as_dict(c) for c in result.curves], "cost_frontier": result.frontier,
+            "curves": [as_dict(c) for c in result.curves], "cost_frontier": result.frontier, "compute_frontier": result.compute,
             "arms": {n: {**{k: v for k, v in dataclasses.asdict(a.spec).items() if k not in ("lr", "seed", "sample")},
                          "run_cost": a.run_cost, "total_cost": a.total_cost,
                          "trials": len(a.trials)} for n, a in result.arms.items()},
@@ -324,7 +327,7 @@ def write_report(output_dir: str | Path, result: SweepResult | None = None, trac
     pngs = _plots(result, losses, rep) if result.trials else []
     atomic_write(rep / "report.json", lambda p: p.write_text(json.dumps(_data(result, state), indent=2, default=str)))
     _write_csv(result, ranks, rep / "runs.csv")
-    atomic_write(rep / "summary.md", lambda p: p.write_text(_markdown(result)))
+    atomic_write(rep / "summary.md", lambda p: p.write_text(_markdown(result) + "\n" + frontier_markdown(result)))
     imgs = "".join(f'<figure><img alt="{p.stem}" src="data:image/png;base64,'
                    f'{base64.b64encode(p.read_bytes()).decode()}"></figure>' for p in pngs)
     name = html.escape(str(exp.get("name")))
@@ -341,6 +344,7 @@ def write_report(output_dir: str | Path, result: SweepResult | None = None, trac
 mean &plusmn; std over seeds there. Envelope = each fixed-rank LoRA at its own rank. Cost share = one run of the
 arm / one run of every grid rank. Rules: truncate = s(k) A[:k] B[:k] (the paper's), prefix = the trained
 function cut at k, svd = best rank-k approximation of the trained update.</p>
+<h2>The compute-matched frontier</h2>{frontier_html(result)}
 <h2>Plots</h2><div class=grid>{imgs}</div>
 <h2>Runs</h2>{_runs_table(result, ranks)}
 </body></html>"""

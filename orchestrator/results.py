@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 from mlora_core.aurac import aurac
 
+from .frontier import compute_frontier
 from .plan import TrialSpec, grid_of
 
 COST_KEYS = ("device_hours", "total_flops", "train_flops", "wall_seconds", "cost_usd", "train_tokens")
@@ -134,8 +135,9 @@ class SweepResult:
     best_matryoshka: dict | None                 # the first Matryoshka entry of one_run
     verdict: tuple[Candidate, ...]               # per rank: best accuracy for the least compute
     recommended: Candidate | None
-    frontier: dict
+    frontier: dict                               # the cost plot's points (cost_frontier)
     searches: tuple[dict, ...] = ()              # per arm with several lrs: lr vs validation score
+    compute: dict = field(default_factory=dict)  # one run vs grids at every compute, break-evens (frontier.py)
 
     @property
     def failed(self) -> list[Trial]:
@@ -352,6 +354,6 @@ def aggregate(trials: list[Trial], tolerance: float = 0.01, tracking_uri: str = 
     return SweepResult(tracking_uri, parent_run_id, tolerance, rules, tuple(trials), arms, env, env_aurac, env_aurac2,
                        grid, tuple(one_run), next((e for e in one_run if e["method"] == "matryoshka"), None),
                        verdict(candidates, tolerance), recommend(candidates, tolerance), cost_frontier(arms, ranks),
-                       searches)
+                       searches, compute_frontier(arms, env, grid["flops"], tolerance))
 
 

@@ -1,6 +1,7 @@
 """The end-of-sweep summary: every curve as a table and the verdict in words, from a SweepResult."""
 from __future__ import annotations
 
+from .frontier import frontier_lines
 from .results import SweepResult
 
 
@@ -24,6 +25,8 @@ def verdict_lines(result: SweepResult) -> list[str]:
                      f"envelope's, for {_pct(m['flops_share'])} of the grid's FLOPs ({_pct(m['cost_share'])} of its "
                      f"device-hours; {result.grid['runs']} run{'s' if result.grid['runs'] != 1 else ''}): "
                      f"{m['outcome']} (within {result.tolerance:g} of the grid: ranks {m['within'] or 'none'})")
+    if result.compute:
+        lines += frontier_lines(result.compute, result.tolerance)
     if result.recommended is not None:
         r = result.recommended
         lines.append(f"recommended: rank {r.rank}, {r.label} ({r.accuracy:.3f}; the smallest rank within "

@@ -23,10 +23,11 @@ def test_report_holds_every_plot_and_headline_matches_mlflow(tiny_sweep):
     out, state, _ = tiny_sweep
     rep = out / "report"
     page = (rep / "index.html").read_text()
-    for name in ("rank_curve", "aurac", "cost", "loss"):
+    for name in ("rank_curve", "aurac", "cost", "loss", "frontier"):
         assert (rep / f"{name}.png").stat().st_size > 1000
         assert f'alt="{name}"' in page
-    assert page.count("data:image/png;base64,") == 4
+    assert page.count("data:image/png;base64,") == 5
+    assert "The compute-matched frontier" in page and "| TFLOPs ≤ | / grid |" in (rep / "summary.md").read_text()
     data = json.loads((rep / "report.json").read_text())
 
     # recompute the headline from MLflow directly
@@ -45,7 +46,8 @@ def test_report_holds_every_plot_and_headline_matches_mlflow(tiny_sweep):
         assert {f"aurac_{rule}" for rule in ("truncate", "prefix", "svd")} <= set(m)
         assert m["aurac"] == m["aurac_truncate"] and m["acc_rank_1"] == m["acc_truncate_rank_1"]
     # summary.md: the envelope, then one row per (arm, rule) with that curve's own AURAC
-    rows = [line for line in (rep / "summary.md").read_text().splitlines() if line.startswith("| ")][1:]
+    curves_table = (rep / "summary.md").read_text().split("\n\n")[0]   # then the frontier's table
+    rows = [line for line in curves_table.splitlines() if line.startswith("| ")][1:]
     assert rows[0].startswith("| LoRA grid envelope (2 runs")
     by_label = {r.split(" | ")[0][2:]: r for r in rows[1:]}
     assert len(by_label) == len(data["curves"]) == len(rows) - 1

@@ -125,3 +125,25 @@ def test_the_grid_is_each_rank_at_its_least_budget_and_longer_lora_runs_are_arms
     assert set(result.arms) == {"lora-r1", "lora-r4", "lora-r1-x3", "lora-r4-x3", "matryoshka-summed-diag-r4-x1.5"}
     assert [(c.rank, c.arm) for c in result.verdict] == [(1, "lora-r1-x3"), (4, "lora-r4-x3")]   # best per rank
     assert result.best_matryoshka["within"] == [1, 4] and result.best_matryoshka["budget"] == 1.5
+
+
+def test_the_frontier_compares_the_best_one_run_and_the_best_grid_at_every_compute_and_finds_both_break_evens():
+    """Hand-made: LoRA-1 and LoRA-4 at budgets 1 and 2 (4 grids), Matryoshka at 1, 2 and 3; FLOPs = budget."""
+    trials = [lora(1, 0, {1: 0.2}, 1.0), lora(1, 0, {1: 0.4}, 2.0, budget=2),
+              lora(4, 0, {1: 0.0, 4: 0.6}, 1.0), lora(4, 0, {1: 0.0, 4: 0.9}, 2.0, budget=2),
+              mat(0, {1: 0.1, 4: 0.5}, 1.0), mat(0, {1: 0.3, 4: 0.65}, 2.0, budget=2),
+              mat(0, {1: 0.4, 4: 0.9}, 3.0, budget=3)]
+    f = aggregate(trials, tolerance=0.01).compute
+    assert sorted((g["label"], g["flops"]) for g in f["grids"]) == [
+        ("LoRA r1x1 + r4x1", 2e12), ("LoRA r1x1 + r4x2", 3e12), ("LoRA r1x2 + r4x1", 3e12), ("LoRA r1x2 + r4x2", 4e12)]
+    rows = {r["flops"]: r for r in f["rows"]}
+    assert sorted(rows) == [1e12, 2e12, 3e12, 4e12] and rows[1e12]["grid"] is None   # no grid costs 1
+    assert rows[2e12]["one_run"]["label"] == "matryoshka-summed-diag-r4-x2 [truncate]"
+    assert rows[2e12]["grid"]["aurac"] == pytest.approx(0.4)                            # (0.2 + 0.6) / 2
+    assert rows[3e12]["grid"]["label"] == "LoRA r1x1 + r4x2" and rows[3e12]["grid"]["aurac"] == pytest.approx(0.55)
+    # one run matches the envelope (least budgets: 0.2, 0.6) from x2 (0.3, 0.65) = the grid's 2 TFLOPs
+    assert f["one_run_matches_grid"]["flops"] == 2e12 and f["one_run_matches_grid_share"] == pytest.approx(1.0)
+    # the best one run (x3: 0.4, 0.9) is matched only by the grid at 2x on both ranks
+    assert f["best_one_run"]["flops"] == 3e12
+    assert f["grid_matches_best_one_run"]["label"] == "LoRA r1x2 + r4x2"
+    assert f["grid_matches_best_one_run_share"] == pytest.approx(2.0)
