@@ -102,7 +102,7 @@ def worker_loop(cfg: dict, session: TrainSession | TuneSession | None = None) ->
     from mlora_core.run import RunConfig, run
     from mlora_core.train import Diverged, latest_checkpoint
 
-    from .metrics import report_every, search_score, trial_metrics
+    from .metrics import report_every
 
     session = session or TrainSession()
     fresh_trial_state(cfg)
@@ -125,41 +125,52 @@ def worker_loop(cfg: dict, session: TrainSession | TuneSession | None = None) ->
     def on_checkpoint(path: Path | None, metrics: dict) -> None:
         session.report({k: v for k, v in metrics.items() if isinstance(v, (int, float))}, checkpoint_dir=path)
 
-    def final(payload: dict, extra_dir: Path | None) -> dict:
-        text = json.dumps(payload)  # returned as read back: the same lists and floats on both paths
-        with tempfile.TemporaryDirectory() as tmp:
-            if rank == 0:
-                Path(tmp, "final.json").write_text(text)
-                if extra_dir is not None:
-                    for f in extra_dir.iterdir():  # the last training checkpoint, so a restart is a no-op
-                        shutil.copy2(f, tmp)
-                if payload.get("adapter_path"):
-                    shutil.copytree(payload["adapter_path"], Path(tmp, "adapter"))
-            # failed=1 marks a trial that ended without a result: the sweep counts it (exit code 1)
-            metrics = {"final": 1, **({"failed": 1} if "error" in payload else {}), **payload.get("metrics", {})}
-            session.report(metrics, checkpoint_dir=Path(tmp) if rank == 0 else None)
-        return json.loads(text)
-
     if resume_from is not None and (resume_from / "final.json").is_file():
         # finished before, its result not logged (the store was away): that result, never a re-run
         payload = json.loads((resume_from / "final.json").read_text())
         if (resume_from / "adapter").is_dir():
             payload["adapter_path"] = str(resume_from / "adapter")
-        return final(payload, None)
+        return _final(session, payload, None)
     live, monitor = _live_tracking(cfg.get("tracking"), rank, resumed=checkpoint is not None)
     try:
         result = run(RunConfig.from_dict(cfg["run_config"]), trial_dir, callback=progress,
                      on_checkpoint=on_checkpoint, resume_from=resume_from, log=lambda m: print(m, flush=True))
     except (Diverged, ValueError, FileNotFoundError) as e:  # not worth a retry: report and stop
-        return final({"error": f"{type(e).__name__}: {e}"}, None)
+        return _final(session, {"error": f"{type(e).__name__}: {e}"}, None)
     finally:
         for closing in (live, monitor):
             if closing is not None:
                 closing.close()
-    summary, rc = trial_metrics(result.as_dict()), cfg["run_config"]
+    return _final(session, _payload(result, cfg["run_config"]),
+                  latest_checkpoint(trial_dir / "checkpoints") if rank == 0 else None)
+
+
+def _payload(result, rc: dict) -> dict:
+    """A finished run's final payload: its result, plus the metrics Tune's table and a search read."""
+    from .metrics import search_score, trial_metrics
+    summary = trial_metrics(result.as_dict())
     progress_keys = ("aurac", *(k for k in summary if k.startswith("acc_rank_")))  # what Tune's table shows
     score = search_score(summary, rc["adapter"]["method"], rc["adapter"]["rank"], rc["eval_rules"][0])
-    payload = {**result.as_dict(), "metrics": {"step": len(result.losses), "train_loss": result.losses[-1],
-                                               **{k: summary[k] for k in progress_keys},
-                                               **({"search_score": score} if score is not None else {})}}
-    return final(payload, latest_checkpoint(trial_dir / "checkpoints") if rank == 0 else None)
+    return {**result.as_dict(), "metrics": {"step": len(result.losses), "train_loss": result.losses[-1],
+                                            **{k: summary[k] for k in progress_keys},
+                                            **({"search_score": score} if score is not None else {})}}
+
+
+def _final(session, payload: dict, extra_dir: Path | None) -> dict:
+    """The last report: rank 0's checkpoint holds final.json (the payload), the last training
+    checkpoint (so a restart is a no-op) and the adapter; returns the payload as read back (the same
+    lists and floats on both paths). failed=1 marks a trial that ended without a result: the sweep
+    counts it (exit code 1)."""
+    text = json.dumps(payload)
+    rank = session.world_rank
+    with tempfile.TemporaryDirectory() as tmp:
+        if rank == 0:
+            Path(tmp, "final.json").write_text(text)
+            if extra_dir is not None:
+                for f in extra_dir.iterdir():
+                    shutil.copy2(f, tmp)
+            if payload.get("adapter_path"):
+                shutil.copytree(payload["adapter_path"], Path(tmp, "adapter"))
+        metrics = {"final": 1, **({"failed": 1} if "error" in payload else {}), **payload.get("metrics", {})}
+        session.report(metrics, checkpoint_dir=Path(tmp) if rank == 0 else None)
+    return json.loads(text)
