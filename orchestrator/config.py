@@ -16,7 +16,8 @@ from mlora_core.config import AdapterConfig, powers_of_two_upto
 from mlora_core.methods import OBJECTIVES, RULES, SCALINGS, SCHEDULES
 from mlora_core.models import check_model_id
 from mlora_core.offline_data import check_installed as check_offline_installed
-from mlora_core.tasks import SOURCES, TASKS, source_problem
+from mlora_core.run import RunConfig
+from mlora_core.tasks import SOURCES, TASKS, TaskConfig, source_problem
 from mlora_core.train import TrainConfig
 
 PosInt = Annotated[int, Field(gt=0, strict=True)]
@@ -38,12 +39,8 @@ def from_core(core: type, name: str, keys: dict[str, object], base: type[BaseMod
                         **{k: (t, listed(defaults[k])) for k, t in keys.items()})
 
 
-class TaskSpec(Strict):
-    name: Literal[TASKS] = "synthetic"  # type: ignore[valid-type]
-    source: Literal[SOURCES] | None = None  # type: ignore[valid-type]  # hub | offline | local; default: local with a path, else hub
-    path: str | None = None         # local json/jsonl (else the hub dataset / built-in generator)
-    split: str = "train"            # offline: gsm8k train|test, arc_* validation|test (mlora_core/offline_data.py)
-    n: PosInt | None = None         # first n examples
+class _TaskChecks(Strict):
+    """A task (mlora_core.TaskConfig: its defaults)."""
 
     @model_validator(mode="after")
     def _source_fits(self):
@@ -55,6 +52,20 @@ class TaskSpec(Strict):
         return self
 
 
+TaskSpec = from_core(TaskConfig, "TaskSpec", base=_TaskChecks, keys={
+    "name": Literal[TASKS],                 # type: ignore[valid-type]
+    "source": Literal[SOURCES] | None,      # type: ignore[valid-type]  # hub | offline | local; default: local with a path, else hub
+    "path": str | None,                     # local json/jsonl (else the hub dataset / built-in generator)
+    "split": str,                           # offline: gsm8k train|test, arc_* validation|test (mlora_core/offline_data.py)
+    "n": PosInt | None,                     # first n examples
+})
+_RUN = RunConfig()   # the core's defaults for one run: the YAML's defaults where the two meet
+
+
+def _task(t: TaskConfig) -> TaskSpec:
+    return TaskSpec(name=t.name, split=t.split, n=t.n)
+
+
 class ValSpec(Strict):
     """Validation: what each arm's learning rate is chosen on, so the report's test numbers are not
     the best of several draws on the test set."""
@@ -64,9 +75,9 @@ class ValSpec(Strict):
 
 
 class Tasks(Strict):
-    train: TaskSpec = TaskSpec(name="synthetic", split="train", n=4000)
+    train: TaskSpec = _task(_RUN.train_task)
     val: ValSpec = ValSpec()
-    eval: TaskSpec = TaskSpec(name="synthetic", split="test", n=300)
+    eval: TaskSpec = _task(_RUN.eval_task)
 
 
 class _AdapterChecks(Strict):
@@ -219,8 +230,8 @@ Training = from_core(TrainConfig, "Training", doc="How every trial trains (mlora
 
 
 class Evaluation(Strict):
-    batch_size: PosInt = 100
-    max_new_tokens: PosInt = 12
+    batch_size: PosInt = _RUN.eval_batch_size
+    max_new_tokens: PosInt = _RUN.max_new_tokens
     # rank-k rules every trial is scored under (mlora_core/layer.py); the first is the primary one
     # (metrics acc_rank_{k}, aurac). truncate: s(k) A[:k] B[:k] (the paper's); prefix: A[:k] diag(P[:k])
     # B[:k] (the trained function cut at k); svd: the best rank-k approximation of the trained update
@@ -263,8 +274,8 @@ class EarlyStopping(Strict):
 
 
 class Cost(Strict):
-    device: str = "cpu"                     # what one priced device is: one GPU, or one CPU core on CPU trials
-    price_per_device_hour: Annotated[float, Field(ge=0)] = 0.0  # USD
+    device: str = _RUN.device_name          # what one priced device is: one GPU, or one CPU core on CPU trials
+    price_per_device_hour: Annotated[float, Field(ge=0)] = _RUN.price_per_device_hour  # USD
     effective_tflops: PosFloat = 0.05       # per device, for `mlora plan`'s time estimate
     startup_seconds: Annotated[float, Field(ge=0)] = 20.0        # per trial (Ray + model load)
 
