@@ -7,6 +7,11 @@ import os
 import sys
 
 LOCAL_RAY_STARTS = 3   # tries to start a local Ray (see init_ray)
+# the driver's settings every trial process needs too, when set (a local Ray inherits them anyway;
+# on a cluster they travel in the job's runtime env): caches, offline mode, tracking's patience
+FORWARDED_ENV = ("MLORA_CACHE", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HOME",
+                 "MLORA_TRACKING_PATIENCE_S", "MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT",
+                 "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL")
 
 
 # Environment for every Ray process of a sweep. Train v2 polls its workers every 2 s by
@@ -32,7 +37,7 @@ def init_ray(num_cpus_hint: int) -> None:
     for k, v in RAY_ENV.items():
         os.environ.setdefault(k, v)
     env = {k: os.environ[k] for k in RAY_ENV}
-    for k in ("MLORA_CACHE", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HOME"):
+    for k in FORWARDED_ENV:
         if k in os.environ:
             env[k] = os.environ[k]
     verbose = bool(os.environ.get("MLORA_RAY_LOGS"))
