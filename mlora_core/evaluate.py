@@ -3,9 +3,17 @@
 Scores by task: exact match of the final number by batched greedy generation (stop at
 newline/EOS), log-likelihood multiple choice, and eval loss on the completion tokens.
 Under torch.distributed each worker scores its shard and the counts are summed.
+
+Multiple choice forwards each question once: its prompt, then all its choices in one sequence
+with a 4D attention mask (choice_scores, "packed"), logits only at the scored positions; where
+the completion is the correct choice (ARC), the eval loss comes from that same forward. The
+straightforward path (a sequence per choice, logits everywhere) stays as method="reference":
+the tests and benchmarks/eval_throughput.py hold the packed path to it.
 """
 from __future__ import annotations
 
+import inspect
+import os
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -15,7 +23,7 @@ import torch.nn.functional as F
 
 from .aurac import aurac
 from .inject import adapter_layers, set_rank
-from .tasks import Example, collate, parse_final_number, prompt_ids, tokenize, uses_chat_template
+from .tasks import Example, collate, completion_text, parse_final_number, prompt_ids, tokenize, uses_chat_template
 from .train import world
 
 
@@ -108,11 +116,83 @@ def exact_match(model, tokenizer, examples: list[Example], batch_size: int, max_
     return correct, tokens
 
 
+@dataclass
+class ChoiceScores:
+    """Per-choice summed log-likelihoods (flat over examples, in their order), tokens forwarded,
+    and, when asked for (packed path only), the eval loss's sum and token count over each
+    example's correct choice + EOS."""
+    scores: torch.Tensor                 # float64, sum(len(e.choices) for e in examples)
+    tokens: int
+    loss_sum: float = 0.0
+    loss_count: int = 0
+
+    def per_example(self, examples: list[Example]) -> list[torch.Tensor]:
+        return list(torch.split(self.scores, [len(e.choices) for e in examples]))
+
+    def correct(self, examples: list[Example]) -> int:
+        return sum(int(int(s.argmax()) == e.label) for s, e in zip(self.per_example(examples), examples) if len(s))
+
+
+METHODS = ("auto", "packed", "reference")
+
+
+def _window(model) -> int | None:
+    """The sliding window the packed mask must apply (every layer slides: Mistral), None when no
+    layer slides; raises when only some do (a single 4D mask cannot say that)."""
+    config = model.config
+    window = getattr(config, "sliding_window", None)
+    types = set(getattr(config, "layer_types", None) or ())
+    if window is None or types == {"full_attention"}:
+        return None
+    if types <= {"sliding_attention"}:
+        return int(window)
+    raise ValueError("packed multiple choice: layers of mixed attention types; use method='reference'")
+
+
+def packable(model) -> bool:
+    """Whether the packed path computes what model(...).logits would: a decoder under model.<base_model_prefix>
+    that takes a custom 4D attention mask (sdpa or eager attention; no per-layer mix of sliding and full
+    attention), and logits that are the output embedding of its last hidden state and nothing more (no
+    soft-capping or logit scale, as Gemma 2 / Cohere apply)."""
+    config = getattr(model, "config", None)
+    base = getattr(model, getattr(model, "base_model_prefix", "") or "", None)
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if not (isinstance(base, torch.nn.Module) and base is not model and isinstance(head, torch.nn.Module)
+            and getattr(config, "_attn_implementation", None) in ("sdpa", "eager")
+            and not getattr(config, "is_encoder_decoder", False)
+            and all(getattr(config, a, None) in (None, 1.0) for a in ("final_logit_softcapping", "logit_scale"))):
+        return False
+    try:
+        _window(model)
+    except ValueError:
+        return False
+    return True
+
+
 @torch.no_grad()
-def multiple_choice(model, tokenizer, examples: list[Example], batch_size: int, device) -> tuple[int, int]:
-    """(correct, tokens): pick the choice with the highest summed log-likelihood."""
-    flat = [(ei, Example(prompt=e.prompt, completion=c)) for ei, e in enumerate(examples) for c in e.choices]
-    data = tokenize(tokenizer, [x for _, x in flat], max_length=10_000)
+def choice_scores(model, tokenizer, examples: list[Example], batch_size: int, device, method: str = "auto",
+                  loss_max_length: int | None = None) -> ChoiceScores:
+    """Each choice's summed log-likelihood given its prompt (the appended EOS not included), as
+    tokenize() writes prompt + choice. method: packed (one sequence per question, below),
+    reference (one sequence per choice, every position's logits), auto (packed where packable()).
+    loss_max_length: also the eval loss (completion = choices[label], truncated as eval_loss
+    truncates) from the same forward; packed only."""
+    if method not in METHODS:
+        raise ValueError(f"method: unknown {method!r}; choose one of {METHODS}")
+    if method == "auto":
+        method = "packed" if packable(model) else "reference"
+    if method == "reference":
+        if loss_max_length is not None:
+            raise ValueError("the eval loss comes with the packed path only")
+        return _choice_scores_reference(model, tokenizer, examples, batch_size, device)
+    return _choice_scores_packed(model, tokenizer, examples, batch_size, device, loss_max_length)
+
+
+def _choice_scores_reference(model, tokenizer, examples, batch_size, device) -> ChoiceScores:
+    """The straightforward path: prompt + choice + EOS as its own sequence, batch_size sequences a
+    forward, full-vocabulary logits at every position."""
+    flat = [Example(prompt=e.prompt, completion=c) for e in examples for c in e.choices]
+    data = tokenize(tokenizer, flat, max_length=10_000)
     scores = torch.empty(len(flat), dtype=torch.float64)
     tokens = 0
     for i in range(0, len(flat), batch_size):
@@ -125,12 +205,146 @@ def multiple_choice(model, tokenizer, examples: list[Example], batch_size: int, 
         mask = (labels != -100) & (labels != tokenizer.eos_token_id)
         scores[i:i + len(labels)] = (logp * mask).sum(-1).double().cpu()
         tokens += int(batch["attention_mask"].sum())
-    correct, offset = 0, 0
+    return ChoiceScores(scores, tokens)
+
+
+_LOGIT_ELEMENTS = 1 << 25   # logits held at once (rows x vocabulary): 128 MB in float32
+_MIN_PREFIX = 4             # a shared prompt prefix shorter than this is not worth its own forward
+
+
+def _batches(lengths: list[int], batch_size: int) -> list[list[int]]:
+    """Indices, longest first, in batches of at most batch_size and at most batch_size x the mean
+    length of padded tokens: the long tail goes in smaller batches (ARC-Easy on SmolLM2, batch 32:
+    19% padding instead of 34%)."""
+    order = sorted(range(len(lengths)), key=lambda q: -lengths[q])
+    budget = batch_size * sum(lengths) / max(len(lengths), 1)
+    batches, i = [], 0
+    while i < len(order):
+        n = max(1, min(batch_size, int(budget // max(lengths[order[i]], 1))))
+        batches.append(order[i:i + n])
+        i += n
+    return batches
+
+
+def _choice_scores_packed(model, tokenizer, examples, batch_size, device, loss_max_length) -> ChoiceScores:
+    """One sequence per question: its prompt once, then every choice, each choice attending to the
+    prompt and to itself only (a 4D mask) at the positions it would have alone (position ids), so
+    each choice token sees exactly what it sees in prompt + choice. The prefix every prompt shares
+    (a chat template's system turn) is forwarded once and read from its cached keys/values. Logits
+    only where a choice token (or the eval loss's EOS) is predicted: the output embedding applied
+    to those hidden states. Longest first, at most batch_size questions a forward (_batches)."""
+    from transformers import DynamicCache
+
+    base = getattr(model, model.base_model_prefix)
+    head = model.get_output_embeddings()
+    embeddings = model.get_input_embeddings().weight       # the head may be an AdapterLayer: no .weight
+    dtype, vocab = embeddings.dtype, embeddings.shape[0]
+    sdpa, window = model.config._attn_implementation == "sdpa", _window(model)
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    prompts = prompt_ids(tokenizer, [e.prompt for e in examples])
+    if any(not p for p in prompts):
+        raise ValueError("multiple choice: an empty prompt (no BOS) leaves a choice's first token unscored")
+    texts = [completion_text(tokenizer, c) for e in examples for c in e.choices]
+    flat_ids = tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
+    first = [0]                                      # index of each example's first choice in flat_ids
     for e in examples:
-        k = len(e.choices)
-        correct += int(int(scores[offset:offset + k].argmax()) == e.label)
-        offset += k
-    return correct, tokens
+        first.append(first[-1] + len(e.choices))
+    longest = max((len(p) + len(c) for q, p in enumerate(prompts) for c in flat_ids[first[q]:first[q + 1]]), default=0)
+
+    # the shared prefix: every prompt keeps at least its last token (it predicts the choices' first)
+    shared = len(os.path.commonprefix(prompts)) if prompts else 0
+    shared = min(shared, min((len(p) for p in prompts), default=1) - 1)
+    if shared < _MIN_PREFIX or (window is not None and longest > window):
+        shared = 0
+    # transformers renamed the decoder's past_key_values to cache (5.x): pass the cache by the name it takes
+    cache_kw = "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+    tokens, prefix_kv = shared, None
+    if shared:
+        cache = DynamicCache()
+        base(input_ids=torch.tensor([prompts[0][:shared]], device=device), use_cache=True, **{cache_kw: cache})
+        prefix_kv = [(layer.keys, layer.values) for layer in cache.layers]
+
+    lengths = [len(p) - shared + sum(len(c) for c in flat_ids[first[q]:first[q + 1]]) for q, p in enumerate(prompts)]
+    scores = torch.zeros(len(flat_ids), dtype=torch.float64)
+    loss_sum, loss_count = 0.0, 0
+    for batch in _batches(lengths, batch_size):
+        width = max(lengths[q] for q in batch)
+        ids = torch.full((len(batch), width), pad, dtype=torch.long)
+        pos = torch.zeros((len(batch), width), dtype=torch.long)
+        seg = torch.full((len(batch), width), -1, dtype=torch.long)   # -1 pad, 0 prompt, j+1 choice j
+        rows: list[tuple[int, int]] = []             # (row, index) whose logits are needed
+        targets: list[tuple[int, int, int]] = []     # (index into rows, token, flat choice index or -1: loss)
+        for b, q in enumerate(batch):
+            n = len(prompts[q])                      # positions 0..n-1 are the prompt's, `shared` of them cached
+            own = n - shared
+            ids[b, :own], pos[b, :own], seg[b, :own] = torch.tensor(prompts[q][shared:]), torch.arange(shared, n), 0
+            start = len(rows)
+            rows.append((b, own - 1))                # the prompt's last token predicts every choice's first
+            at = own
+            for j, f in enumerate(range(first[q], first[q + 1])):
+                c = flat_ids[f]
+                m = len(c)
+                ids[b, at:at + m], pos[b, at:at + m], seg[b, at:at + m] = torch.tensor(c, dtype=torch.long), \
+                    torch.arange(n, n + m), j + 1
+                # token t of the choice is predicted where token t - 1 is (t = 0: the prompt's last token)
+                pred = [start] + list(range(len(rows), len(rows) + m))
+                rows += [(b, at + t) for t in range(m)]
+                targets += [(pred[t], c[t], f) for t in range(m)]
+                if loss_max_length is not None and j == examples[q].label:
+                    # eval_loss's tokens: the completion + EOS, cut at loss_max_length as tokenize() cuts
+                    # (the token at position t is scored iff t < max_length)
+                    targets += [(pred[t], c[t], -1) for t in range(m) if n + t < loss_max_length]
+                    if n + m < loss_max_length:
+                        targets.append((pred[m], eos, -1))
+                at += m
+        tokens += sum(lengths[q] for q in batch)
+        idx = torch.arange(width)
+        keys, queries = seg[:, None, :], seg[:, :, None]
+        allowed = (idx[None, :] <= idx[:, None]) & (keys >= 0) & ((keys == 0) | (keys == queries))
+        allowed |= torch.eye(width, dtype=torch.bool)   # padding attends to itself: no empty row, no NaN
+        if window is not None:
+            allowed &= pos[:, None, :] > pos[:, :, None] - window
+        cache = None
+        if shared:   # every query sees the whole cached prefix (within any window: checked above)
+            allowed = torch.cat([torch.ones(len(batch), width, shared, dtype=torch.bool), allowed], -1)
+            cache = DynamicCache(ddp_cache_data=[(k.expand(len(batch), -1, -1, -1), v.expand(len(batch), -1, -1, -1))
+                                                 for k, v in prefix_kv])
+        allowed = allowed[:, None].to(device)
+        mask = allowed if sdpa else torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill_(
+            ~allowed, torch.finfo(dtype).min)
+        hidden = base(input_ids=ids.to(device), attention_mask=mask, position_ids=pos.to(device),
+                      use_cache=cache is not None, **{cache_kw: cache}).last_hidden_state
+        del cache
+        where = torch.tensor(rows, device=device)
+        hidden = hidden[where[:, 0], where[:, 1]]                 # (rows, d)
+        row, tok, dest = (torch.tensor(x, dtype=torch.long, device=device) for x in zip(*targets)) if targets else \
+            (torch.zeros(0, dtype=torch.long, device=device),) * 3
+        logp = torch.empty(len(row), dtype=torch.float32, device=device)
+        chunk = max(1, _LOGIT_ELEMENTS // vocab)
+        for a in range(0, len(rows), chunk):
+            logits = torch.log_softmax(head(hidden[a:a + chunk]).float(), -1)
+            sel = (row >= a) & (row < a + chunk)
+            logp[sel] = logits[row[sel] - a, tok[sel]]
+        logp, dest = logp.double().cpu(), dest.cpu()
+        choice = dest >= 0
+        scores.index_add_(0, dest[choice], logp[choice])
+        loss_sum -= float(logp[~choice].sum())
+        loss_count += int((~choice).sum())
+    return ChoiceScores(scores, tokens, loss_sum, loss_count)
+
+
+@torch.no_grad()
+def multiple_choice(model, tokenizer, examples: list[Example], batch_size: int, device,
+                    method: str = "auto") -> tuple[int, int]:
+    """(correct, tokens forwarded): pick the choice with the highest summed log-likelihood
+    (choice_scores; `method` picks the path)."""
+    scored = choice_scores(model, tokenizer, examples, batch_size, device, method)
+    return scored.correct(examples), scored.tokens
+
+
+def multiple_choice_reference(model, tokenizer, examples: list[Example], batch_size: int, device) -> tuple[int, int]:
+    """The straightforward path (one sequence per choice), kept to check and time the packed one against."""
+    return multiple_choice(model, tokenizer, examples, batch_size, device, method="reference")
 
 
 def _function_key(model, rank: int, rule: str) -> tuple:
@@ -153,6 +367,10 @@ def evaluate_ranks(model, tokenizer, examples: list[Example], ranks, metric: str
     scores: dict[str, list[tuple[float, float]]] = {rule: [] for rule in rules}
     evaluations, t0 = [], time.perf_counter()
     model.eval()
+    # ARC: the eval loss's completion is the correct choice, so the multiple-choice forward gives it.
+    # Decided on all examples (not the shard), so every worker takes the same collective calls
+    shared_loss = metric == "multiple_choice" and packable(model) and all(
+        0 <= e.label < len(e.choices) and e.completion == e.choices[e.label] for e in examples)
     for k in ranks:
         done: dict[tuple, tuple[float, float]] = {}
         for rule in rules:
@@ -160,7 +378,7 @@ def evaluate_ranks(model, tokenizer, examples: list[Example], ranks, metric: str
             if key not in done:
                 set_rank(model, k, rule)
                 done[key] = _score(model, tokenizer, shard, metric, batch_size, max_new_tokens, max_length, device,
-                                   evaluations, k)
+                                   evaluations, k, shared_loss)
                 if rank == 0:
                     log(f"{name} rank {k:>4} {rule:<8}: {metric} {done[key][0]:.3f}  loss {done[key][1]:.4f}")
             scores[rule].append(done[key])
@@ -171,15 +389,24 @@ def evaluate_ranks(model, tokenizer, examples: list[Example], ranks, metric: str
 
 
 def _score(model, tokenizer, shard, metric, batch_size, max_new_tokens, max_length, device,
-           evaluations: list, k: int) -> tuple[float, float]:
+           evaluations: list, k: int, shared_loss: bool = False) -> tuple[float, float]:
     """(accuracy, eval loss) of the model as it is set now, over every worker's shard."""
-    loss, loss_tokens = eval_loss(model, tokenizer, shard, max_length, batch_size, device)
-    if metric == "exact_match":
-        correct, n_tok = exact_match(model, tokenizer, shard, batch_size, max_new_tokens, device)
-    elif metric == "multiple_choice":
-        correct, n_tok = multiple_choice(model, tokenizer, shard, batch_size, device)
+    if shared_loss:   # multiple choice and the eval loss from one forward (choice_scores)
+        scored = choice_scores(model, tokenizer, shard, batch_size, device, "packed", loss_max_length=max_length)
+        correct, n_tok, loss_tokens = scored.correct(shard), scored.tokens, 0
+        total, count = _sum_across_workers(scored.loss_sum, scored.loss_count)
+        if count == 0:
+            raise ValueError(f"eval: no answer token left after truncation at max_length={max_length}; "
+                             "raise training.max_length")
+        loss = total / count
     else:
-        correct, n_tok = 0, 0
+        loss, loss_tokens = eval_loss(model, tokenizer, shard, max_length, batch_size, device)
+        if metric == "exact_match":
+            correct, n_tok = exact_match(model, tokenizer, shard, batch_size, max_new_tokens, device)
+        elif metric == "multiple_choice":
+            correct, n_tok = multiple_choice(model, tokenizer, shard, batch_size, device)
+        else:
+            correct, n_tok = 0, 0
     evaluations.append((k, loss_tokens + n_tok))
     correct, total = _sum_across_workers(correct, len(shard))
     acc = correct / max(total, 1) if metric != "loss" else float(torch.exp(torch.tensor(-loss)))

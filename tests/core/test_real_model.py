@@ -127,6 +127,36 @@ def test_merge_unmerge_and_truncation_are_exact_in_fp32(trained):
         torch.testing.assert_close(layer.base.weight, weights[name], rtol=0, atol=1e-6)
 
 
+def test_multiple_choice_once_per_question_equals_a_sequence_per_choice(trained):
+    """evaluate.choice_scores "packed" (the system turn every prompt shares forwarded once and
+    cached, each question's prompt once, its choices under a 4D mask, logits only where scored)
+    against "reference" (prompt + choice per choice, logits everywhere), and the eval loss taken
+    from the same forward against eval_loss, on 6 ARC-Easy questions (tests/core/test_evaluate_mc.py
+    has the edge cases on a tiny model)."""
+    from mlora_core.evaluate import choice_scores, eval_loss
+
+    model, tok, _, _, _ = trained
+    examples = load_examples(TaskConfig("arc_easy", source="offline", split="test", n=6))
+    # one thread: on 2 busy shared cores two threads spent 235 s here waiting on each other, one ~20 s
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for rank, rule in ((1, "truncate"), (4, "svd")):
+            mc.set_rank(model, rank, rule)
+            ref = choice_scores(model, tok, examples, 8, "cpu", "reference")
+            new = choice_scores(model, tok, examples, 4, "cpu", "packed", loss_max_length=160)
+            # sums of a few log-probabilities of ~-10: 30 layers of float32 agree to ~1e-5 relative
+            torch.testing.assert_close(new.scores, ref.scores, rtol=1e-4, atol=1e-4)
+            assert [int(s.argmax()) for s in new.per_example(examples)] == \
+                [int(s.argmax()) for s in ref.per_example(examples)]
+            assert new.tokens < ref.tokens / 4      # ~45 tokens a question instead of ~235
+            loss, _ = eval_loss(model, tok, examples, 160, 8, "cpu")
+            assert new.loss_sum / new.loss_count == pytest.approx(loss, rel=1e-4)
+    finally:
+        mc.set_rank(model, None)
+        torch.set_num_threads(threads)
+
+
 @pytest.mark.parametrize("rank", [1, 8])
 def test_peft_loads_the_export_with_equal_logits(trained, base_dir, tmp_path, rank):
     from peft import PeftModel
