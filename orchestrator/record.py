@@ -44,7 +44,7 @@ def prepare_output_dir(out: Path, resume: bool, overwrite: bool) -> dict | None:
 
 
 def start_record(exp: Experiment, out: Path, uri: str, trials: list[TrialSpec], config_path: str | None,
-                    job: str, default_store: bool) -> dict:
+                 job: str, default_store: bool) -> dict:
     """A new sweep: its MLflow parent run, then sweep.json (what --resume reads back)."""
     exp_id, parent = tracking.start_sweep_run(
         uri, exp.tracking.experiment or exp.name, f"sweep-{time.strftime('%Y%m%d-%H%M%S')}",
