@@ -12,6 +12,8 @@ from orchestrator import tracking
 
 from .conftest import cli_env, runs_by_trial, sweep_log_tail, tiny_experiment, write_yaml
 
+STEPS = 1000   # a first batch goes out at ~step 100: ~10x that leaves the test seconds to see it live
+
 
 def _history(uri: str, run_id: str, key: str) -> list[int]:
     return sorted(m.step for m in tracking.client(uri).get_metric_history(run_id, key))
@@ -67,7 +69,7 @@ def test_a_running_trial_shows_its_loss_in_mlflow_and_every_trial_has_system_met
     out = tmp_path / "out"
     cfg = write_yaml(tmp_path / "exp.yaml", tiny_experiment(
         tiny_model_dir, platypus_files, out, arms={"lora": {"ranks": [4]}},
-        training={"steps": 500, "batch_size": 4, "max_length": 96, "warmup_steps": 1, "checkpoint_every": 250}))
+        training={"steps": STEPS, "batch_size": 4, "max_length": 96, "warmup_steps": 1, "checkpoint_every": 500}))
     env = cli_env(MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL="1")
     proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "sweep", str(cfg)], cwd=ROOT, env=env,
                             stdout=open(tmp_path / "exp.sweep.log", "w"), stderr=subprocess.STDOUT)
@@ -84,9 +86,9 @@ def test_a_running_trial_shows_its_loss_in_mlflow_and_every_trial_has_system_met
         assert proc.wait(timeout=420) == 0, sweep_log_tail(cfg)
     finally:
         proc.kill()
-    assert seen_running and max(seen_running) < 500, "the loss reached MLflow only when the trial ended"
+    assert seen_running and max(seen_running) < STEPS, "the loss reached MLflow only when the trial ended"
     ((run,),) = runs_by_trial(out).values()
     uri = f"sqlite:///{out / 'mlflow.db'}"
-    assert _history(uri, run.info.run_id, "train_loss") == list(range(1, 501))
+    assert _history(uri, run.info.run_id, "train_loss") == list(range(1, STEPS + 1))
     assert _history(uri, run.info.run_id, "tokens_per_s") and _history(uri, run.info.run_id, "lr")
     assert any(k.startswith("system/cpu_utilization") for k in run.data.metrics), sorted(run.data.metrics)
