@@ -187,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .load import ConfigError
+    from .load import ConfigError, first_line
     args = build_parser().parse_args(argv)
     for k, v in QUIET_ENV.items():
         os.environ.setdefault(k, v)
@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mlora: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except (UsageError, ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as e:
-        return _fail(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
+        return _fail(first_line(e))
     except KeyboardInterrupt:
         print("mlora: interrupted; finished trials are kept (resume with `mlora sweep --resume`)", file=sys.stderr)
         return 130
@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         from .tracking import unreachable
         if not unreachable(e):
             raise
-        print(f"mlora: error: the tracking store is unreachable ({str(e).strip().splitlines()[0][:300]}); a trial "
+        print(f"mlora: error: the tracking store is unreachable ({first_line(e)[:300]}); a trial "
               "whose training finished keeps its result in its checkpoint: `mlora sweep --resume` logs it once the "
               "store is back, without training it again", file=sys.stderr)
         return 1

@@ -9,11 +9,7 @@ from pathlib import Path
 
 from . import tracking
 from .config import Experiment
-
-
-def first_line(e: BaseException | str | None) -> str:
-    """An error's first line (its type's name when it has no text); '' for None."""
-    return "" if e is None else (str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
+from .load import first_line
 
 
 def ui_hint(uri: str) -> str:

@@ -12,6 +12,12 @@ from pydantic import BaseModel, ValidationError
 from .config import Experiment
 
 
+def first_line(e: BaseException | str | None) -> str:
+    """An error's first line (its type's name when it has no text); '' for None: what a one-line
+    message quotes."""
+    return "" if e is None else (str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
+
+
 class ConfigError(ValueError):
     """Invalid experiment config; `problems` holds one 'key.path: message' line each."""
 

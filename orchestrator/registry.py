@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 from . import tracking
+from .load import first_line
 from .record import load_output_dir, read_sweep_state
 from .results import SweepResult
 
@@ -137,7 +138,7 @@ def export_peft(model_uri: str, rank: int, out: str | Path, tracking_uri: str,
         try:
             local = Path(mlflow.artifacts.download_artifacts(model_uri, dst_path=tmp))
         except Exception as e:  # noqa: BLE001  unknown model/alias/version: one line
-            raise ValueError(f"cannot fetch {model_uri} from {tracking_uri}: {str(e).strip().splitlines()[0]}") from None
+            raise ValueError(f"cannot fetch {model_uri} from {tracking_uri}: {first_line(e)}") from None
         artifacts = local / "artifacts"
         adapter = artifacts / "adapter"
         config, _ = read_adapter_config(adapter)

@@ -23,7 +23,8 @@ from mlora_core.models import model_provenance, prepare_builtin_model
 
 from . import tracking
 from .config import Experiment
-from .finish import finish_sweep, first_line
+from .finish import finish_sweep
+from .load import first_line
 from .metrics import search_score
 from .plan import TrialSpec, arms_of, budgeted_steps, plan, run_config, search_groups, trial_params
 from .ray_cluster import init_ray, submission_id

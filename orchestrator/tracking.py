@@ -22,6 +22,7 @@ from pathlib import Path
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
+from .load import first_line
 from .metrics import trial_metrics
 from .plan import TrialSpec
 
@@ -64,7 +65,7 @@ def patiently(fn, *args, patience: float | None = None, log=print, **kwargs):
         except Exception as e:
             if not unreachable(e) or time.monotonic() > deadline:
                 raise
-            log(f"tracking store unreachable ({str(e).strip().splitlines()[0][:200]}); trying again in 10 s")
+            log(f"tracking store unreachable ({first_line(e)[:200]}); trying again in 10 s")
             time.sleep(10)
 
 

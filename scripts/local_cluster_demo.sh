@@ -161,7 +161,8 @@ for t in state["trials"]:
     print(f"  {t['trial_id']:<34} {r.info.status:<9} aurac {m.get('aurac', float('nan')):.3f}  "
           f"ray.job_id={tags.get('ray.job_id', '')!r} ray.trial_id={tags.get('ray.trial_id', '')!r}")
 print(f"report: {sys.argv[1]}/report/index.html (rewrite it: mlora report {sys.argv[1]})")
-print(f"browse: {uri}" if uri.startswith(("http://", "https://")) else f"browse: mlflow ui --backend-store-uri {uri} --host 127.0.0.1")
+from orchestrator.finish import ui_hint
+print(f"browse: {ui_hint(uri)}")
 EOF
 fi
 exit "$JOB_RC"
