@@ -158,7 +158,8 @@ class LiveMetrics:
         with self._lock:
             self._buffer += [Metric(k, float(metrics[k]), ts, step) for k in self.KEYS
                              if k in metrics and math.isfinite(metrics[k])]
-            due = len(self._buffer) >= self._every * 3
+            # every `every` steps: the buffer holds the steps logged since the last send (and what failed)
+            due = step - self._buffer[0].step + 1 >= self._every if self._buffer else False
         if due:
             self._wake.set()
 
@@ -166,7 +167,8 @@ class LiveMetrics:
         while not self._stop.is_set():
             self._wake.wait(self._seconds)
             self._wake.clear()
-            self._flush()
+            if not self._flush():   # the store is away: not again before `seconds` (no busy retrying)
+                self._stop.wait(self._seconds)
 
     def _flush(self) -> bool:
         try:
