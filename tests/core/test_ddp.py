@@ -1,4 +1,5 @@
 """Two CPU processes under torch.distributed (gloo): each sees its shard, adapters stay identical."""
+import gc
 import os
 
 import pytest
@@ -29,6 +30,9 @@ def _worker(rank: int, world_size: int, init_file: str, out_dir: str, objective:
     params = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
     params["losses"] = torch.tensor(res.losses)
     save_tensors(os.path.join(out_dir, f"rank{rank}.safetensors"), params)
+    del model, params
+    gc.collect()
+    dist.barrier()   # neither worker tears gloo down while the other may still talk to it
     dist.destroy_process_group()
 
 
