@@ -17,6 +17,18 @@ losses are compared. Needs `make real`.
 
 Figures: seconds per question and rank, tokens forwarded per question, old / new (the speedup,
 goal >= 3 for multiple choice); to benchmarks/results/eval_throughput.jsonl and docs/performance.md.
+
+`--generation` compares exact match by greedy generation instead, on GSM8K test questions (chat
+prompts, answers until EOS or --max-new-tokens), every (rank, rule) function of ranks x
+truncate/prefix/svd (svd at full rank is prefix's function: 8 distinct at ranks 1, 2, 4):
+
+    old  one function at a time: set_rank(k, rule), generate() over the questions, eval_loss()
+    new  evaluate.function_rows: each question under each function in shared batches (two bases:
+         the trained factors, the SVD factors), batched by length; the eval loss likewise
+
+and checks that both give the same completions.
+
+    python benchmarks/eval_throughput.py --generation [--n 16] [--batch-size 32] [--max-new-tokens 48]
 """
 from __future__ import annotations
 
@@ -40,8 +52,12 @@ def main() -> None:
     # op and the time measures the scheduler: 8 questions took 2.3 s each on both paths (ratio 1.04)
     # with 2 threads, 0.93 s and 0.18 s (5.35) with 1, minutes apart. 0: torch's default
     p.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
+    p.add_argument("--generation", action="store_true", help="exact match by generation on GSM8K instead")
+    p.add_argument("--max-new-tokens", type=int, default=48)
     args = p.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.generation:
+        return generation(args)
     import torch
 
     import mlora_core as mc
@@ -129,6 +145,75 @@ def main() -> None:
            old_s_per_question_rank=sec["old_total"] / per, new_s_per_question_rank=sec["new"] / per,
            old_tokens_per_question=(tokens["old_mc"] + tokens["old_loss"]) / per,
            new_tokens_per_question=tokens["new"] / per, **common)
+
+
+def generation(args) -> None:
+    import torch
+
+    import mlora_core as mc
+    from mlora_core.builtin_model import ensure_builtin_model
+    from mlora_core.evaluate import _generate, _loss_terms, function_rows
+    from mlora_core.models import load_base_model
+    from mlora_core.tasks import TaskConfig, load_examples
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    ranks = tuple(int(k) for k in args.ranks.split(","))
+    ensure_builtin_model("smollm2-135m-instruct")
+    model, tok = load_base_model("builtin:smollm2-135m-instruct", log=lambda *_: None)
+    torch.manual_seed(0)
+    mc.add_adapters(model, mc.AdapterConfig(method="matryoshka", rank=max(ranks), target_modules=TARGETS))
+    for _, layer in mc.adapter_layers(model):
+        torch.nn.init.normal_(layer.lora_B, std=0.02)
+    model.eval()
+    examples = load_examples(TaskConfig("gsm8k", source="offline", split="test", n=args.n))
+    prompts, bs, new_tokens, max_len = [e.prompt for e in examples], args.batch_size, args.max_new_tokens, 512
+    functions = list(dict.fromkeys((k, rule) for k in ranks for rule in ("truncate", "prefix", "svd")))
+    functions = [f for f in functions if f != (max(ranks), "svd")]     # = prefix at full rank
+    print(f"{len(examples)} GSM8K questions, {len(functions)} functions, batch {bs}, up to {new_tokens} new tokens, "
+          f"torch threads {torch.get_num_threads()}, load {os.getloadavg()[0]:.1f}", flush=True)
+
+    def old():
+        out, tokens = {}, 0
+        for k, rule in functions:
+            mc.set_rank(model, k, rule)
+            texts, toks = _generate(model, tok, prompts, new_tokens, "cpu", bs)
+            _, _, seen = _loss_terms(model, tok, examples, max_len, bs, "cpu")
+            out[k, rule], tokens = texts, tokens + sum(toks) + int(seen.sum())
+        mc.set_rank(model, None)
+        return out, tokens
+
+    def new():
+        out, tokens = {}, 0
+        for basis, idx, rows in function_rows(model, functions):
+            item_rows = (basis, rows.repeat_interleave(len(prompts), 0))
+            texts, toks = _generate(model, tok, prompts * len(idx), new_tokens, "cpu", bs, item_rows)
+            _, _, seen = _loss_terms(model, tok, examples * len(idx), max_len, bs, "cpu", item_rows)
+            tokens += sum(toks) + int(seen.sum())
+            for j, i in enumerate(idx):
+                out[functions[i]] = texts[j * len(prompts):(j + 1) * len(prompts)]
+        return out, tokens
+
+    sec, load = {"old": 0.0, "new": 0.0}, [os.getloadavg()[0]]
+    results = {}
+    for name in ("old", "new", "new", "old"):     # each twice, in both orders: noise hits both alike
+        t = time.perf_counter()
+        results[name] = (old if name == "old" else new)()
+        seconds = time.perf_counter() - t
+        sec[name] += seconds / 2
+        load.append(os.getloadavg()[0])
+        print(f"{name}: {seconds:.1f} s", flush=True)
+    (o, o_tok), (w, w_tok) = results["old"], results["new"]
+    same = sum(o[f][i] == w[f][i] for f in functions for i in range(len(prompts)))
+    per = len(prompts) * len(functions)
+    print(f"same completions: {same}/{per}", flush=True)
+    record("eval_throughput", f"generation: old / new s per question and function ({len(prompts)} GSM8K, SmolLM2-135M, CPU)",
+           sec["old"] / sec["new"], "reported",
+           old_s_per_question_function=sec["old"] / per, new_s_per_question_function=sec["new"] / per,
+           old_tokens_per_question_function=o_tok / per, new_tokens_per_question_function=w_tok / per,
+           same_completions=f"{same}/{per}", functions=[list(f) for f in functions], n=len(prompts), batch_size=bs,
+           max_new_tokens=new_tokens, model="builtin:smollm2-135m-instruct", task="gsm8k test",
+           load_avg=[round(x, 2) for x in load], note="both include the eval loss")
 
 
 if __name__ == "__main__":

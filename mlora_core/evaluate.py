@@ -15,6 +15,7 @@ from __future__ import annotations
 import inspect
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -22,7 +23,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from .aurac import aurac
-from .inject import adapter_layers, set_rank
+from .inject import adapter_layers, set_function_rows, set_rank
 from .tasks import Example, collate, completion_text, parse_final_number, prompt_ids, tokenize, uses_chat_template
 from .train import world
 
@@ -58,24 +59,67 @@ def _sum_across_workers(*values: float) -> list[float]:
     return t.tolist()
 
 
+def _batches(lengths: list[int], batch_size: int) -> list[list[int]]:
+    """Indices, longest first, in batches of at most batch_size and at most batch_size x the mean
+    length of padded tokens: the long tail goes in smaller batches (ARC-Easy on SmolLM2, batch 32:
+    19% padding instead of 34%)."""
+    order = sorted(range(len(lengths)), key=lambda q: -lengths[q])
+    budget = batch_size * sum(lengths) / max(len(lengths), 1)
+    batches, i = [], 0
+    while i < len(order):
+        n = max(1, min(batch_size, int(budget // max(lengths[order[i]], 1))))
+        batches.append(order[i:i + n])
+        i += n
+    return batches
+
+
+@contextmanager
+def _rows_of(model, function_rows, idx: list[int]):
+    """Give the batch `idx` its per-example functions (function_rows' rows), if any."""
+    if function_rows is None:
+        yield
+        return
+    basis, rows = function_rows
+    set_function_rows(model, (basis, rows[idx]))
+    try:
+        yield
+    finally:
+        set_function_rows(model, None)
+
+
 @torch.no_grad()
-def eval_loss(model, tokenizer, examples: list[Example], max_length: int, batch_size: int, device) -> tuple[float, int]:
-    """(mean loss over completion tokens, tokens processed)."""
+def _loss_terms(model, tokenizer, examples: list[Example], max_length: int, batch_size: int, device,
+                function_rows=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per example: (summed loss over its completion tokens (float64), their count, tokens forwarded)."""
     data = tokenize(tokenizer, examples, max_length)
-    total, count, seen = 0.0, 0, 0
-    for i in range(0, len(examples), batch_size):
-        batch = collate(data.input_ids[i:i + batch_size], data.labels[i:i + batch_size], tokenizer.pad_token_id)
+    n = len(examples)
+    sums, counts, seen = torch.zeros(n, dtype=torch.float64), torch.zeros(n, dtype=torch.long), torch.zeros(n, dtype=torch.long)
+    for idx in _batches([len(x) for x in data.input_ids], batch_size):
+        batch = collate([data.input_ids[i] for i in idx], [data.labels[i] for i in idx], tokenizer.pad_token_id)
         batch = {k: v.to(device) for k, v in batch.items()}
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+        with _rows_of(model, function_rows, idx):
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
         labels = batch["labels"][:, 1:]
-        total += float(F.cross_entropy(logits.float().transpose(1, 2), labels, ignore_index=-100, reduction="sum"))
-        count += int((labels != -100).sum())
-        seen += int(batch["attention_mask"].sum())
-    total, count = _sum_across_workers(total, count)
+        loss = F.cross_entropy(logits.float().transpose(1, 2), labels, ignore_index=-100, reduction="none")
+        sums[idx] = loss.double().sum(1).cpu()
+        counts[idx] = (labels != -100).sum(1).cpu()
+        seen[idx] = batch["attention_mask"].sum(1).cpu()
+    return sums, counts, seen
+
+
+def _mean_loss(total: float, count: float, max_length: int) -> float:
     if count == 0:
         raise ValueError(f"eval: no answer token left after truncation at max_length={max_length}; "
                          "raise training.max_length")
-    return total / count, seen
+    return total / count
+
+
+@torch.no_grad()
+def eval_loss(model, tokenizer, examples: list[Example], max_length: int, batch_size: int, device) -> tuple[float, int]:
+    """(mean loss over completion tokens, tokens processed)."""
+    sums, counts, seen = _loss_terms(model, tokenizer, examples, max_length, batch_size, device)
+    total, count = _sum_across_workers(float(sums.sum()), int(counts.sum()))
+    return _mean_loss(total, count, max_length), int(seen.sum())
 
 
 @torch.no_grad()
@@ -85,23 +129,34 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, device=N
     format training used), stop at EOS, and at the first newline unless the model answers in a
     chat turn (multi-line, e.g. GSM8K's worked solution, until EOS). What exact match scores and
     what the registered pyfunc model serves."""
+    texts, tokens = _generate(model, tokenizer, prompts, max_new_tokens, device, batch_size)
+    return texts, sum(tokens)
+
+
+@torch.no_grad()
+def _generate(model, tokenizer, prompts: list[str], max_new_tokens: int, device=None, batch_size: int = 32,
+              function_rows=None) -> tuple[list[str], list[int]]:
+    """generate(), with tokens per prompt (its prompt + the new tokens of its batch) and, with
+    `function_rows`, each prompt under its own function. Prompts are batched by length."""
     device = device or next(model.parameters()).device
     stop_ids, one_line = [tokenizer.eos_token_id], not uses_chat_template(tokenizer)
     newline = tokenizer.convert_tokens_to_ids("\n") if "\n" in tokenizer.get_vocab() else None
     if one_line and newline is not None and newline != tokenizer.unk_token_id:
         stop_ids.append(newline)
+    ids = prompt_ids(tokenizer, list(prompts))
+    texts, tokens = [""] * len(ids), [0] * len(ids)
     side, tokenizer.padding_side = tokenizer.padding_side, "left"
-    texts, tokens = [], 0
     try:
-        for i in range(0, len(prompts), batch_size):
-            enc = tokenizer.pad({"input_ids": prompt_ids(tokenizer, list(prompts[i:i + batch_size]))},
-                                return_tensors="pt").to(device)
-            out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stop_ids,
-                                 pad_token_id=tokenizer.pad_token_id)
+        for idx in _batches([len(x) for x in ids], batch_size):
+            enc = tokenizer.pad({"input_ids": [ids[i] for i in idx]}, return_tensors="pt").to(device)
+            with _rows_of(model, function_rows, idx):
+                # each sequence stops at its own EOS / newline (padded after it); the batch at its longest
+                out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stop_ids,
+                                     pad_token_id=tokenizer.pad_token_id)
             new = out[:, enc["input_ids"].shape[1]:]
-            tokens += int(enc["attention_mask"].sum()) + new.numel()
-            texts += [t.split("\n", 1)[0] if one_line else t.strip()
-                      for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
+            for j, (i, t) in enumerate(zip(idx, tokenizer.batch_decode(new, skip_special_tokens=True))):
+                texts[i] = t.split("\n", 1)[0] if one_line else t.strip()
+                tokens[i] = int(enc["attention_mask"][j].sum()) + new.shape[1]
     finally:
         tokenizer.padding_side = side
     return texts, tokens
@@ -210,20 +265,6 @@ def _choice_scores_reference(model, tokenizer, examples, batch_size, device) -> 
 
 _LOGIT_ELEMENTS = 1 << 25   # logits held at once (rows x vocabulary): 128 MB in float32
 _MIN_PREFIX = 4             # a shared prompt prefix shorter than this is not worth its own forward
-
-
-def _batches(lengths: list[int], batch_size: int) -> list[list[int]]:
-    """Indices, longest first, in batches of at most batch_size and at most batch_size x the mean
-    length of padded tokens: the long tail goes in smaller batches (ARC-Easy on SmolLM2, batch 32:
-    19% padding instead of 34%)."""
-    order = sorted(range(len(lengths)), key=lambda q: -lengths[q])
-    budget = batch_size * sum(lengths) / max(len(lengths), 1)
-    batches, i = [], 0
-    while i < len(order):
-        n = max(1, min(batch_size, int(budget // max(lengths[order[i]], 1))))
-        batches.append(order[i:i + n])
-        i += n
-    return batches
 
 
 def _choice_scores_packed(model, tokenizer, examples, batch_size, device, loss_max_length) -> ChoiceScores:
@@ -357,57 +398,113 @@ def _function_key(model, rank: int, rule: str) -> tuple:
     return a.data_ptr(), b.data_ptr(), rank, scales
 
 
+def function_rows(model, functions: list[tuple[int, str]]) -> list[tuple[str, list[int], torch.Tensor]]:
+    """The (rank, rule) functions as P rows on the factors they share: [(basis, indices into
+    `functions`, (n, r) rows)]. Row of (k, rule) = its s_k in the first k places, zeros after, on
+    (A, B) ("trained": truncate, prefix, any rule at full rank) or on the SVD factors ("svd"), so
+    x A^T diag(row) B^T is what set_rank(k, rule) computes (layer.py; the zeros add nothing)."""
+    layer = next(adapter_layers(model))[1]
+    groups: dict[str, tuple[list[int], list[torch.Tensor]]] = {}
+    for i, (k, rule) in enumerate(functions):
+        a, _, s = layer.factors(k, rule)
+        basis = "trained" if a.data_ptr() == layer.lora_A.data_ptr() else "svd"
+        row = torch.zeros(layer.config.rank, dtype=layer.lora_A.dtype, device=layer.lora_A.device)
+        row[:k] = s
+        idx, rows = groups.setdefault(basis, ([], []))
+        idx.append(i)
+        rows.append(row)
+    return [(basis, idx, torch.stack(rows)) for basis, (idx, rows) in groups.items()]
+
+
 def evaluate_ranks(model, tokenizer, examples: list[Example], ranks, metric: str, *, rules=("truncate",),
                    batch_size: int = 64, max_new_tokens: int = 16, max_length: int = 256, device="cpu",
                    log=print, name: str = "eval") -> tuple[dict[str, RankCurve], list[tuple[int, int]], float]:
-    """({rule: curve}, [(rank, eval tokens on this worker) per evaluation run], seconds).
-    Leaves the model at rank None."""
+    """({rule: curve}, [(rank, eval tokens on this worker) per distinct function], seconds).
+    Each distinct (rank, rule) function is scored once: exact match and loss score all of them in
+    one pass (each example under each function, batched together: function_rows), multiple choice
+    one function at a time (its packed forward). Leaves the model at rank None."""
     rank, world_size = world()
     shard = examples[rank::world_size]
-    scores: dict[str, list[tuple[float, float]]] = {rule: [] for rule in rules}
-    evaluations, t0 = [], time.perf_counter()
-    model.eval()
-    # ARC: the eval loss's completion is the correct choice, so the multiple-choice forward gives it.
-    # Decided on all examples (not the shard), so every worker takes the same collective calls
-    shared_loss = metric == "multiple_choice" and packable(model) and all(
-        0 <= e.label < len(e.choices) and e.completion == e.choices[e.label] for e in examples)
+    functions: dict[tuple, tuple[int, str]] = {}   # what the model computes -> the first (rank, rule) giving it
+    keys: dict[str, list[tuple]] = {rule: [] for rule in rules}
     for k in ranks:
-        done: dict[tuple, tuple[float, float]] = {}
         for rule in rules:
             key = _function_key(model, k, rule)
-            if key not in done:
-                set_rank(model, k, rule)
-                done[key] = _score(model, tokenizer, shard, metric, batch_size, max_new_tokens, max_length, device,
-                                   evaluations, k, shared_loss)
-                if rank == 0:
-                    log(f"{name} rank {k:>4} {rule:<8}: {metric} {done[key][0]:.3f}  loss {done[key][1]:.4f}")
-            scores[rule].append(done[key])
+            functions.setdefault(key, (k, rule))
+            keys[rule].append(key)
+    evaluations, t0 = [], time.perf_counter()
+    model.eval()
     set_rank(model, None)
-    curves = {rule: RankCurve(tuple(ranks), tuple(a for a, _ in sc), tuple(l for _, l in sc), metric, len(examples))
-              for rule, sc in scores.items()}
+    if metric == "multiple_choice":
+        scores = _score_one_by_one(model, tokenizer, shard, examples, list(functions.values()), batch_size, max_length,
+                                   device, evaluations)
+    else:
+        scores = _score_together(model, tokenizer, shard, metric, list(functions.values()), batch_size,
+                                 max_new_tokens, max_length, device, evaluations)
+    done = dict(zip(functions, scores))
+    if rank == 0:
+        for (k, rule), (acc, loss) in zip(functions.values(), scores):
+            log(f"{name} rank {k:>4} {rule:<8}: {metric} {acc:.3f}  loss {loss:.4f}")
+    curves = {rule: RankCurve(tuple(ranks), tuple(done[key][0] for key in ks), tuple(done[key][1] for key in ks),
+                              metric, len(examples))
+              for rule, ks in keys.items()}
     return curves, evaluations, time.perf_counter() - t0
 
 
-def _score(model, tokenizer, shard, metric, batch_size, max_new_tokens, max_length, device,
-           evaluations: list, k: int, shared_loss: bool = False) -> tuple[float, float]:
-    """(accuracy, eval loss) of the model as it is set now, over every worker's shard."""
-    if shared_loss:   # multiple choice and the eval loss from one forward (choice_scores)
-        scored = choice_scores(model, tokenizer, shard, batch_size, device, "packed", loss_max_length=max_length)
-        correct, n_tok, loss_tokens = scored.correct(shard), scored.tokens, 0
-        total, count = _sum_across_workers(scored.loss_sum, scored.loss_count)
-        if count == 0:
-            raise ValueError(f"eval: no answer token left after truncation at max_length={max_length}; "
-                             "raise training.max_length")
-        loss = total / count
-    else:
-        loss, loss_tokens = eval_loss(model, tokenizer, shard, max_length, batch_size, device)
+def _accuracy(correct: float, n: float, loss: float, metric: str) -> float:
+    return correct / max(n, 1) if metric != "loss" else float(torch.exp(torch.tensor(-loss)))
+
+
+def _score_together(model, tokenizer, shard, metric, functions: list[tuple[int, str]], batch_size, max_new_tokens,
+                    max_length, device, evaluations: list) -> list[tuple[float, float]]:
+    """[(accuracy, eval loss)] of every function over every worker's shard, each example under
+    each function in shared batches (ranks of one basis in one batch)."""
+    n, m = len(shard), len(functions)
+    loss_sum, loss_count = torch.zeros(m, dtype=torch.float64), torch.zeros(m, dtype=torch.long)
+    correct, tokens = torch.zeros(m, dtype=torch.long), torch.zeros(m, dtype=torch.long)
+    for basis, idx, rows in function_rows(model, functions) if n else []:
+        items = [e for _ in idx for e in shard]             # function idx[0]'s examples, then idx[1]'s, ...
+        item_rows = (basis, rows.repeat_interleave(n, 0))
+        which = torch.tensor(idx).repeat_interleave(n)      # the function of each item
+        sums, counts, seen = _loss_terms(model, tokenizer, items, max_length, batch_size, device, item_rows)
+        loss_sum.index_add_(0, which, sums)
+        loss_count.index_add_(0, which, counts)
+        tokens.index_add_(0, which, seen)
         if metric == "exact_match":
-            correct, n_tok = exact_match(model, tokenizer, shard, batch_size, max_new_tokens, device)
-        elif metric == "multiple_choice":
-            correct, n_tok = multiple_choice(model, tokenizer, shard, batch_size, device)
+            texts, gen_tokens = _generate(model, tokenizer, [e.prompt for e in items], max_new_tokens, device,
+                                          batch_size, item_rows)
+            hits = [int(e.answer is not None and parse_final_number(t) == e.answer) for e, t in zip(items, texts)]
+            correct.index_add_(0, which, torch.tensor(hits, dtype=torch.long))
+            tokens.index_add_(0, which, torch.tensor(gen_tokens, dtype=torch.long))
+    out = []
+    for f, (k, _) in enumerate(functions):   # every worker sums the same functions in the same order
+        evaluations.append((k, int(tokens[f])))
+        total, count, hit, seen_n = _sum_across_workers(float(loss_sum[f]), int(loss_count[f]), int(correct[f]), n)
+        loss = _mean_loss(total, count, max_length)
+        out.append((_accuracy(hit, seen_n, loss, metric), loss))
+    return out
+
+
+def _score_one_by_one(model, tokenizer, shard, examples, functions: list[tuple[int, str]], batch_size, max_length,
+                      device, evaluations: list) -> list[tuple[float, float]]:
+    """Multiple choice: [(accuracy, eval loss)] of each function in turn (set_rank), over every worker's shard."""
+    # ARC: the eval loss's completion is the correct choice, so the multiple-choice forward gives it.
+    # Decided on all examples (not the shard), so every worker takes the same collective calls
+    shared_loss = packable(model) and all(
+        0 <= e.label < len(e.choices) and e.completion == e.choices[e.label] for e in examples)
+    out = []
+    for k, rule in functions:
+        set_rank(model, k, rule)
+        if shared_loss:
+            scored = choice_scores(model, tokenizer, shard, batch_size, device, "packed", loss_max_length=max_length)
+            total, count = _sum_across_workers(scored.loss_sum, scored.loss_count)
+            loss, n_tok = _mean_loss(total, count, max_length), scored.tokens
         else:
-            correct, n_tok = 0, 0
-    evaluations.append((k, loss_tokens + n_tok))
-    correct, total = _sum_across_workers(correct, len(shard))
-    acc = correct / max(total, 1) if metric != "loss" else float(torch.exp(torch.tensor(-loss)))
-    return acc, loss
+            loss, loss_tokens = eval_loss(model, tokenizer, shard, max_length, batch_size, device)
+            scored = choice_scores(model, tokenizer, shard, batch_size, device)
+            n_tok = loss_tokens + scored.tokens
+        evaluations.append((k, n_tok))
+        correct, total = _sum_across_workers(scored.correct(shard), len(shard))
+        out.append((_accuracy(correct, total, loss, "multiple_choice"), loss))
+    set_rank(model, None)
+    return out

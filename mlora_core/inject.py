@@ -129,6 +129,15 @@ def set_example_p(model: nn.Module, rows: torch.Tensor | None) -> None:
         layer.example_p = rows
 
 
+def set_function_rows(model: nn.Module, rows: tuple[str, torch.Tensor] | None) -> None:
+    """Evaluate one (rank, rule) function per example: ("trained" | "svd", (batch, r) rows) on every
+    adapter (None: off); rank must be None (evaluate.function_rows builds them)."""
+    for layer in _layers_or_raise(model):
+        if rows is not None and layer.rank is not None:
+            raise RuntimeError("set_function_rows needs set_rank(model, None) first")
+        layer.function_rows = rows
+
+
 def sample_train_rank(model: nn.Module, config: AdapterConfig, rng: random.Random) -> int | None:
     """DyLoRA (`config`, the model's adapters): draw this step's rank t from R, the same t for every
     layer. No-op otherwise."""

@@ -13,6 +13,9 @@ through `factors(rank, rule)`, three tensors whose product is the update:
                    B diag(P) A, from QR of A^T and B and an r x r SVD (never the dense update)
 
 Forward, merge/unmerge and export all use `factors`, so the rank-k scale is written once.
+Evaluation scores many (rank, rule) functions in one batch the same way the nested objectives
+train: example b gets the row s_k (its first k places, zeros after) on the factors its rule uses,
+(A, B) or the SVD factors (`function_rows`; evaluate.function_rows builds them from `factors`).
 """
 from __future__ import annotations
 
@@ -78,6 +81,9 @@ class AdapterLayer(nn.Module):
         # per_rank / stratified: (batch, r) P rows, one per example, shared by every layer and
         # updated in place by the training loop (a plain attribute: DDP must not broadcast it)
         self.example_p: torch.Tensor | None = None
+        # evaluation of many (rank, rule) functions in one batch: ("trained" | "svd", (batch, r) rows),
+        # example b computes x A^T diag(rows[b]) B^T on that basis (evaluate.function_rows)
+        self.function_rows: tuple[str, torch.Tensor] | None = None
         self.merged = False                 # plain bool: survives copy.deepcopy (a sentinel would not)
         self.merged_at: tuple[int | None, str] = (None, "truncate")  # (rank, rule) folded into base.weight
         self._svd: tuple[tuple, torch.Tensor, torch.Tensor] | None = None  # (weights' versions, A_s, B_s)
@@ -117,10 +123,15 @@ class AdapterLayer(nn.Module):
         y = self.base(x)
         if self.merged:
             return y
+        rows = None
         if self.rank is not None:
             a, b, s = self.factors(self.rank, self.rule)
         elif self.training:
             a, b, s = self._training_factors()
+            rows = self.example_p
+        elif self.function_rows is not None:
+            basis, rows = self.function_rows
+            a, b = self._svd_factors() if basis == "svd" else (self.lora_A, self.lora_B)
         else:
             a, b, s = self.lora_A, self.lora_B, self.p
         x = self.dropout(x)
@@ -130,8 +141,7 @@ class AdapterLayer(nn.Module):
             # and another backward (H200, 1B-shaped Llama: train-step MFU 0.142 with it, 0.171 without)
             x = x.to(a.dtype)
         h = F.linear(x, a)  # (batch, ..., k)
-        if self.training and self.rank is None and self.example_p is not None:
-            rows = self.example_p
+        if rows is not None:   # one P row per example: the nested objectives, or many functions at once
             if h.shape[0] != rows.shape[0]:
                 raise RuntimeError(f"per-example P has {rows.shape[0]} rows for a batch of {h.shape[0]}")
             s = rows.view(rows.shape[0], *([1] * (h.dim() - 2)), rows.shape[1])
