@@ -9,6 +9,7 @@
 #   env MLORA_DEMO_WORKDIR  the job's --working-dir (default: the repo root when CONFIG is inside
 #                           it, else CONFIG's folder); CONFIG is passed relative to it
 #       MLORA_DEMO_KEEP=1   keep the Ray temp dirs (session logs) after the run
+#       MLORA_DEMO_HEAD_CPUS  CPUs the head offers trials (default 2; 0: every trial on the worker node)
 #       MLORA_VENV_BIN      the venv's bin (default: .venv/bin of this checkout)
 #
 # Isolated from any other Ray on the machine: its own --temp-dir per node, free ports picked at
@@ -111,11 +112,12 @@ env "$MARK" ray start --head --node-ip-address=127.0.0.1 --port="$GCS" \
   --ray-client-server-port="$CLIENT" --dashboard-agent-listen-port="$H_AGENT" \
   --dashboard-agent-grpc-port="$H_AGENT_GRPC" --runtime-env-agent-port="$H_RTENV" \
   --metrics-export-port="$H_METRICS" --node-manager-port="$H_NM" --object-manager-port="$H_OM" \
-  --num-cpus=2 --object-store-memory="$OBJ_STORE" --temp-dir="$BASE/head" --disable-usage-stats >"$BASE/head-start.log" 2>&1 \
+  --num-cpus="${MLORA_DEMO_HEAD_CPUS:-2}" --object-store-memory="$OBJ_STORE" --temp-dir="$BASE/head" --disable-usage-stats >"$BASE/head-start.log" 2>&1 \
   || { cat "$BASE/head-start.log" >&2; exit 1; }
 
 say "ray start (worker node, temp $BASE/worker)"
-env "$MARK" ray start --address="127.0.0.1:$GCS" --node-ip-address=127.0.0.1 \
+# MLORA_DEMO_NODE tells the worker node's processes apart (tests kill that node alone)
+env "$MARK" MLORA_DEMO_NODE="$BASE/worker" ray start --address="127.0.0.1:$GCS" --node-ip-address=127.0.0.1 \
   --dashboard-agent-listen-port="$W_AGENT" --dashboard-agent-grpc-port="$W_AGENT_GRPC" \
   --runtime-env-agent-port="$W_RTENV" --metrics-export-port="$W_METRICS" \
   --node-manager-port="$W_NM" --object-manager-port="$W_OM" \

@@ -161,51 +161,125 @@ def _marked_pids(base: str) -> list[int]:
     return pids
 
 
+def _free_ports(n: int) -> list[int]:
+    import socket
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("0.0.0.0", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def _node_pids(node: str) -> list[int]:
+    """Processes of one node of the demo (MLORA_DEMO_NODE in their environment)."""
+    mark = f"MLORA_DEMO_NODE={node}".encode()
+    pids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if mark in (d / "environ").read_bytes().split(b"\0"):
+                    pids.append(int(d.name))
+            except OSError:
+                pass
+    return pids
+
+
 @pytest.mark.slow
-def test_local_cluster_job_submit_runs_the_sweep(tiny_model_dir, platypus_files, mlflow_server, tmp_path):
-    """Two Ray nodes, `ray job submit -- mlora sweep`, tracking into the team's server (MLflow on
-    PostgreSQL, artifacts through the server): the deployment docs/cluster.md describes."""
+def test_cluster_job_survives_its_worker_node_killed_mid_trial(tiny_model_dir, platypus_files, mlflow_server,
+                                                               tmp_path):
+    """The deployment docs/cluster.md describes, rehearsed by scripts/local_cluster_demo.sh: two Ray
+    nodes, `ray job submit -- mlora sweep`, tracking into the team's server (MLflow on PostgreSQL,
+    artifacts through the server). Every trial runs on the worker node (the head offers no CPU);
+    that node is SIGKILLed (raylet, agent, the trial's process) after the trial's third checkpoint
+    and a new worker node joins (what the autoscaler does): Tune retries the trial there from its
+    last checkpoint, in its own MLflow run, and the job succeeds. Every process stopped after."""
+    import signal
+    import sys
+    import threading
     jobdir, out = tmp_path / "job", tmp_path / "out"
     jobdir.mkdir()
-    exp = tiny_experiment(tiny_model_dir, platypus_files, out, arms={"matryoshka": {}, "lora": {"ranks": [1, 4]}},
-                          tracking={"uri": mlflow_server, "experiment": f"cluster-{tmp_path.name}"})
+    trial, steps = "lora-r2-lr1e-02-s0", 60
+    exp = tiny_experiment(tiny_model_dir, platypus_files, out, arms={"lora": {"ranks": [2]}},
+                          training={"steps": steps, "batch_size": 4, "max_length": 96, "warmup_steps": 1,
+                                    "checkpoint_every": 5},
+                          resources={"workers_per_trial": 1, "cpus_per_worker": 1, "max_concurrent_trials": 1,
+                                     "max_failures": 2},
+                          tracking={"uri": mlflow_server, "experiment": f"node-{tmp_path.name}"})
     cfg = write_yaml(jobdir / "exp.yaml", exp)
-    env = cli_env(MLORA_DEMO_SUBMISSION_ID="mlora-test-job", MLORA_DEMO_KEEP="0")
-    t0 = time.monotonic()
+    # the GCS declares a node dead after 3 missed 1 s health checks (default 5 x 3 s)
+    env = cli_env(MLORA_DEMO_SUBMISSION_ID="mlora-node-kill", MLORA_DEMO_KEEP="0", MLORA_DEMO_HEAD_CPUS="0",
+                  RAY_health_check_period_ms="1000", RAY_health_check_failure_threshold="3")
     proc = subprocess.Popen(["bash", str(DEMO), str(cfg), str(out)], cwd=ROOT, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
+    trial_dir = out / "trials" / trial
+    pid_file, ckpts = trial_dir / "worker-0.pid", trial_dir / "checkpoints"
+    killed, new_node, t0 = None, None, time.monotonic()
     try:
-        log, _ = proc.communicate(timeout=420)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, 15)  # the script's EXIT trap stops its Ray nodes
-        log, _ = proc.communicate(timeout=60)
-        pytest.fail(f"demo timed out\n{log[-4000:]}")
-    elapsed = time.monotonic() - t0
-    base = re.search(r"temp (/tmp/mlrd-\w+)/head", log)
-    assert base, log[-3000:]
-    leftover = _marked_pids(base.group(1))
-    assert not leftover, f"Ray processes of the demo still running: {leftover}"
-    assert not Path(base.group(1)).exists(), "the demo's temp dirs must be removed"
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and proc.poll() is None:
+            if pid_file.is_file() and len(list(ckpts.glob("step_*/trainer_state.json"))) >= 3:
+                log = "".join(lines)
+                base = re.search(r"temp (/tmp/mlrd-\w+)/head", log).group(1)
+                gcs = re.search(r"ray start --head \(127\.0\.0\.1:(\d+)", log).group(1)
+                node = f"{base}/worker"
+                killed = int(pid_file.read_text())
+                killed_at = sorted(ckpts.glob("step_*/trainer_state.json"))[-1].parent.name
+                assert killed in _node_pids(node), "the trial must run on the worker node"
+                for pid in _node_pids(node):
+                    os.kill(pid, signal.SIGKILL)
+                # a replacement worker node, as the autoscaler would start: same token, same marker
+                # (the demo's exit stops it), fresh ports
+                ports = dict(zip(["dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port",
+                                  "metrics-export-port", "node-manager-port", "object-manager-port"], _free_ports(6)))
+                new_node = f"{base}/worker2"
+                start = subprocess.run(
+                    [str(Path(sys.executable).parent / "ray"), "start", f"--address=127.0.0.1:{gcs}",
+                     "--node-ip-address=127.0.0.1", "--num-cpus=1", f"--object-store-memory={200 * 1024 * 1024}",
+                     f"--temp-dir={new_node}", "--disable-usage-stats", *(f"--{k}={v}" for k, v in ports.items())],
+                    env={**env, "MLORA_DEMO_CLUSTER": base, "MLORA_DEMO_NODE": new_node, "RAY_AUTH_MODE": "token",
+                         "RAY_AUTH_TOKEN_PATH": f"{base}/token",
+                         "PATH": f"{Path(sys.executable).parent}:{env['PATH']}"},
+                    capture_output=True, text=True, timeout=120)
+                assert start.returncode == 0, start.stdout + start.stderr
+                break
+            time.sleep(0.05)
+        proc.wait(timeout=420)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)   # the script's EXIT trap stops every node it and we started
+            proc.wait(timeout=60)
+    reader.join(timeout=10)
+    log = "".join(lines)
+    assert killed is not None, "never saw the trial's third checkpoint\n" + log[-4000:]
+    base = re.search(r"temp (/tmp/mlrd-\w+)/head", log).group(1)
+    assert not _marked_pids(base), "Ray processes of the demo (or the new node) still running"
+    assert not Path(base).exists(), "the demo's temp dirs must be removed"
     assert proc.returncode == 0, log[-5000:]
-
-    # two nodes (head 2 CPUs + worker 1 CPU, from `ray status`), and the job ran the sweep there
-    assert len(re.findall(r"^\s*1 node_[0-9a-f]+$", log, re.M)) == 2 and "/3.0 CPU" in log, log[:3000]
-    assert "Job 'mlora-test-job' succeeded" in log, log[-3000:]
-    assert "sweep t: 3 trials" in log
+    # two nodes at the start (head 0 CPUs + worker 1 CPU, from `ray status`), the job ran the sweep
+    assert len(re.findall(r"^\s*1 node_[0-9a-f]+$", log, re.M)) == 2 and "/1.0 CPU" in log, log[:3000]
+    assert "Job 'mlora-node-kill' succeeded" in log, log[-3000:]
+    assert "sweep t: 1 trials" in log
     state = json.loads((out / "sweep.json").read_text())
-    planned = sorted(t["trial_id"] for t in state["trials"])
-    assert len(planned) == 3
     assert state["tracking_uri"] == mlflow_server and not (out / "mlflow.db").exists()
     runs = tracking.trial_runs(state["tracking_uri"], state["parent_run_id"])
-    by_trial = {r.data.tags["mlora.trial_id"]: r for r in runs}
-    assert sorted(by_trial) == planned and len(runs) == len(planned)
-    for tid, run in by_trial.items():
-        assert run.info.status == "FINISHED", tid
-        assert run.info.artifact_uri.startswith("mlflow-artifacts:"), run.info.artifact_uri
-        assert run.data.tags["mlflow.parentRunId"] == state["parent_run_id"]
-        assert run.data.tags.get("ray.trial_id"), tid
-        # sweep.py tags RAY_JOB_ID: inside a Ray worker that is the core job id (hex), set under job submit
-        assert re.fullmatch(r"[0-9a-f]{8}", run.data.tags.get("ray.job_id", "")), run.data.tags
+    (run,) = runs                                           # one run, continued, not two
+    assert run.data.tags["mlora.trial_id"] == trial
+    assert run.info.status == "FINISHED" and run.data.tags["mlora.restarts"] == "1"
+    assert run.info.artifact_uri.startswith("mlflow-artifacts:"), run.info.artifact_uri
+    assert run.data.tags["mlflow.parentRunId"] == state["parent_run_id"] and run.data.tags.get("ray.trial_id")
+    # sweep.py tags RAY_JOB_ID: inside a Ray worker that is the core job id (hex), set under job submit
+    assert re.fullmatch(r"[0-9a-f]{8}", run.data.tags.get("ray.job_id", "")), run.data.tags
     assert "ray.job_id=" in log and "report:" in log  # the demo's MLflow summary + `mlora report`
     assert f"browse: {mlflow_server}" in log
-    print(f"demo: {elapsed:.0f} s")
+    assert int(pid_file.read_text()) != killed
+    assert (trial_dir / "restore-0" / "trainer_state.json").is_file()   # Ray handed back its checkpoint
+    result = json.loads((trial_dir / "result.json").read_text())
+    assert 0 < result["resumed_from_step"] < steps    # from a checkpoint: not from scratch, not retrained
+    print(f"killed at checkpoint {killed_at}, resumed from step {result['resumed_from_step']}, "
+          f"the retry's set-up {result.get('setup_seconds', float('nan')):.1f} s, "
+          f"the test {time.monotonic() - t0:.0f} s")
