@@ -2,6 +2,7 @@
 
     METHODS     lora | dylora | matryoshka       what P is (p_schedule.py)
     OBJECTIVES  summed | per_rank | stratified   how a micro-batch becomes a loss (objectives.py)
+                | stratified_share
     RULES       truncate | prefix | svd          how an adapter is served at rank k (layer.py)
     SCALINGS    none | rank | sqrt               s(t)
     SCHEDULES   diag | binary | geometric | top  Matryoshka's nested-sum weights w_i
@@ -22,6 +23,7 @@ class Objective:
     name: str
     passes: Callable[[int], int]        # forward/backward passes per micro-batch, given |R|
     doc: str
+    share_scaled: bool = False          # component j's optimizer update x 1/share_j (objectives.update_scales)
 
     def flop_factor(self, n_train_ranks: int) -> int:
         """Training FLOPs relative to one full-rank pass a micro-batch (each pass runs at rank r)."""
@@ -47,6 +49,8 @@ OBJECTIVES: dict[str, Objective] = {o.name: o for o in (
     Objective("summed", lambda n: 1, "the paper's: one forward of the P-weighted nested sum"),
     Objective("per_rank", lambda n: n, "one forward per train rank t, loss sum_t w_t L_t"),
     Objective("stratified", lambda n: 1, "one forward, each example at one train rank (unbiased per_rank)"),
+    Objective("stratified_share", lambda n: 1, "stratified, component j's update scaled by 1 / the share of "
+              "examples training it (docs/findings.md section 8)", share_scaled=True),
 )}
 
 METHODS: dict[str, Method] = {m.name: m for m in (

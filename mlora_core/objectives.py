@@ -4,6 +4,8 @@
     per_rank    sum_t w̄_t L(W + s(t) A[:, :t] B[:t])        |R| forwards, one per train rank t
     stratified  each example b at one rank t_b:            1 forward, an unbiased estimate of
                 L_b(W + s(t_b) A[:, :t_b] B[:t_b])                    per_rank's loss and gradient
+    stratified_share  stratified, and the optimizer's update of component j x 1/share_j
+                (update_scales: components that fewer examples train move as far per step)
 
 w̄_t are the P schedule's weights, normalised (p_schedule.rank_weights): diag and binary give
 the plain mean, geometric favours small ranks. Both nested objectives run the adapter at full
@@ -27,6 +29,7 @@ from dataclasses import dataclass
 import torch
 
 from .config import AdapterConfig
+from .methods import OBJECTIVES
 from .p_schedule import nested_p, rank_weights
 
 
@@ -65,10 +68,22 @@ def passes(config: AdapterConfig, batch: int, *, seed: int, worker: int, micro_b
     weights = rank_weights(config)
     if objective == "per_rank":
         return [Pass(w, nested_p(config, t, dtype).expand(batch, -1), config.rank) for t, w in weights.items()]
-    if objective == "stratified":
+    if objective in ("stratified", "stratified_share"):
         ranks = assign_ranks(batch, weights, stratified_rng(seed, worker, micro_batch))
         return [Pass(1.0, torch.stack([nested_p(config, t, dtype) for t in ranks]), config.rank)]
     raise ValueError(f"objective: unknown objective {objective!r}")
 
 
-__all__ = ["Pass", "assign_ranks", "passes", "stratified_rng"]
+def update_scales(config: AdapterConfig) -> torch.Tensor | None:
+    """stratified_share: component j's optimizer update x 1/share_j, share_j = sum_{t in R, t >= j} w̄_t
+    (the share of examples whose rank uses it); None for every other objective. Under Adam a
+    gradient's scale cancels, so the update, not the gradient, is scaled. R = {1, 4, 16}, thirds:
+    component 1 x1, 2-4 x1.5, 5-16 x3; components above max(R) (trained by none) x1."""
+    if not OBJECTIVES[config.objective].share_scaled:
+        return None
+    weights = rank_weights(config)
+    share = [sum(w for t, w in weights.items() if t >= j) for j in range(1, config.rank + 1)]
+    return torch.tensor([1.0 / s if s > 0 else 1.0 for s in share])
+
+
+__all__ = ["Pass", "assign_ranks", "passes", "stratified_rng", "update_scales"]

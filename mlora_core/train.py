@@ -9,6 +9,7 @@ Checkpoints are safetensors + JSON only; nothing is unpickled.
 """
 from __future__ import annotations
 
+import gc
 import math
 import random
 import sys
@@ -24,7 +25,7 @@ from .config import AdapterConfig
 from .cost import flop_model
 from .inject import sample_train_rank, set_example_p
 from .io import load_tensors, read_json, save_tensors, write_json
-from .objectives import Pass, passes
+from .objectives import Pass, passes, update_scales
 from .tasks import TokenizedData, collate
 
 
@@ -228,6 +229,8 @@ class _Loop:
     rank_rng: random.Random
     p_rows: torch.Tensor | None
     amp: bool
+    update_scales: torch.Tensor | None = None   # stratified_share (objectives.update_scales)
+    scaled: list = ()                           # (lora_A or lora_B, its rank dim) when update_scales is set
 
     def step(self, step: int, flop_model) -> tuple[float, int, list[float], int | None]:
         """One optimizer step: (loss averaged over workers, tokens on this worker, FLOPs of all workers
@@ -247,7 +250,12 @@ class _Loop:
                          * self.world_size)
             tokens += int(batch["attention_mask"].sum())
         torch.nn.utils.clip_grad_norm_(self.params, c.max_grad_norm)
+        before = [p.detach().clone() for p, _ in self.scaled]
         self.optimizer.step()
+        with torch.no_grad():   # stratified_share: component j moves update_scales[j] x what AdamW moved it
+            for (p, dim), old in zip(self.scaled, before):
+                scales = self.update_scales.view(-1, 1) if dim == 0 else self.update_scales
+                p.copy_(old + (p - old) * scales)
         self.optimizer.zero_grad(set_to_none=True)
         if self.world_size > 1:
             dist.all_reduce(loss)
@@ -274,8 +282,13 @@ def _setup(model, adapter: AdapterConfig, data: TokenizedData, config: TrainConf
     if adapter.objective != "summed":
         p_rows = torch.zeros(config.batch_size, adapter.rank, device=device, dtype=params[0].dtype)
         set_example_p(model, p_rows)
+    scales = update_scales(adapter)
+    scaled = [] if scales is None else [(p, 0 if name.endswith("lora_A") else 1)
+                                        for name, p in _adapter_params(model).items()]
     return _Loop(model, adapter, config, data, pad_id, device, rank, world_size, total_steps(config, n, world_size),
-                 params, optimizer, forward, rank_rng, p_rows, amp=device.type == "cuda" and torch.cuda.is_bf16_supported())
+                 params, optimizer, forward, rank_rng, p_rows, amp=device.type == "cuda" and torch.cuda.is_bf16_supported(),
+                 update_scales=None if scales is None else scales.to(device=device, dtype=params[0].dtype),
+                 scaled=scaled)
 
 
 def train(model, adapter: AdapterConfig, data: TokenizedData, config: TrainConfig, pad_id: int, *,
@@ -336,7 +349,14 @@ def train(model, adapter: AdapterConfig, data: TokenizedData, config: TrainConfi
     if loop.p_rows is not None:
         set_example_p(model, None)
     model.eval()
-    return TrainResult(total, losses, tokens, flops, before + time.perf_counter() - t0, data.truncated, start)
+    seconds = before + time.perf_counter() - t0
+    if loop.world_size > 1:
+        # DDP's reducer sits in reference cycles: free it now, while its process group lives, not
+        # at some later collection (or interpreter exit, where gloo's teardown can abort the process)
+        loop.forward = None
+        del loop
+        gc.collect()
+    return TrainResult(total, losses, tokens, flops, seconds, data.truncated, start)
 
 
 def latest_checkpoint(checkpoint_dir: str | Path) -> Path | None:

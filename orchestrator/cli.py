@@ -45,14 +45,15 @@ def cmd_plan(args) -> int:
     trials = plan(exp)
     est = {e.trial_id: e for e in estimate(exp, trials)}
     width = max([len(t.trial_id) for t in trials] + [len(g.arm) + 11 for g in search_groups(exp)]) + 1
-    header = f"{'trial':<{width}} {'method':<10} {'objective':<10} {'rank':>4} {'budget':>6} {'lr':>8} {'seed':>4} " \
+    ow = max([len(t.objective or "") for t in trials] + [10])
+    header = f"{'trial':<{width}} {'method':<10} {'objective':<{ow}} {'rank':>4} {'budget':>6} {'lr':>8} {'seed':>4} " \
              f"{'GFLOPs':>10} {'dev-h':>8} {'$':>8}"
     print(header)
     print("-" * len(header))
     fmt = lambda v, f: "n/a" if v is None else format(v, f)  # noqa: E731
     for t in trials:
         e = est[t.trial_id]
-        print(f"{t.trial_id:<{width}} {t.method:<10} {t.objective or '':<10} "
+        print(f"{t.trial_id:<{width}} {t.method:<10} {t.objective or '':<{ow}} "
               f"{t.rank:>4} {t.budget:>6g} {t.lr:>8.1e} {t.seed:>4} "
               f"{fmt(e.train_flops and e.train_flops / 1e9, '10.1f'):>10} {fmt(e.device_hours, '8.4f'):>8} "
               f"{fmt(e.dollars, '8.2f'):>8}")
