@@ -164,7 +164,8 @@ class Arm(Strict):
 class MatryoshkaArm(Arm):
     p_schedules: list[Literal[tuple(SCHEDULES)]] = ["diag"]  # type: ignore[valid-type]
     # summed: the paper's one P-weighted forward; per_rank: |R| forwards (one per train rank);
-    # stratified: one forward, each example at one train rank (mlora_core/objectives.py)
+    # stratified: one forward, each example at one train rank (mlora_core/objectives.py);
+    # stratified_share: stratified with component updates x 1/share (measured worse: findings.md section 8)
     objectives: list[Objective] = ["summed"]
     # one list for every objective, or one per objective ({summed: [1], per_rank: [1], stratified: [1, 3]})
     budgets: list[PosFloat] | dict[Objective, list[PosFloat]] = Field(
