@@ -41,6 +41,27 @@ from _common import record
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
+def smollm2_with_adapter(args):
+    """(ranks, SmolLM2-135M-Instruct with a Matryoshka adapter of rank max(ranks) on all 7
+    projections, B random so the ranks score differently, its tokenizer); torch threads set."""
+    import torch
+
+    import mlora_core as mc
+    from mlora_core.builtin_model import ensure_builtin_model
+    from mlora_core.models import load_base_model
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    ranks = tuple(int(k) for k in args.ranks.split(","))
+    ensure_builtin_model("smollm2-135m-instruct")
+    model, tok = load_base_model("builtin:smollm2-135m-instruct", log=lambda *_: None)
+    torch.manual_seed(0)
+    mc.add_adapters(model, mc.AdapterConfig(method="matryoshka", rank=max(ranks), target_modules=TARGETS))
+    for _, layer in mc.adapter_layers(model):
+        torch.nn.init.normal_(layer.lora_B, std=0.02)
+    return ranks, model.eval(), tok
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--n", type=int, default=100, help="ARC-Easy test questions")
@@ -61,21 +82,10 @@ def main() -> None:
     import torch
 
     import mlora_core as mc
-    from mlora_core.builtin_model import ensure_builtin_model
     from mlora_core.evaluate import choice_scores, eval_loss
-    from mlora_core.models import load_base_model
     from mlora_core.tasks import TaskConfig, load_examples
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    ranks = tuple(int(k) for k in args.ranks.split(","))
-    ensure_builtin_model("smollm2-135m-instruct")
-    model, tok = load_base_model("builtin:smollm2-135m-instruct", log=lambda *_: None)
-    torch.manual_seed(0)
-    mc.add_adapters(model, mc.AdapterConfig(method="matryoshka", rank=max(ranks), target_modules=TARGETS))
-    for _, layer in mc.adapter_layers(model):   # a trained-looking adapter: the ranks score differently
-        torch.nn.init.normal_(layer.lora_B, std=0.02)
-    model.eval()
+    ranks, model, tok = smollm2_with_adapter(args)
     examples = load_examples(TaskConfig("arc_easy", source="offline", split="test", n=args.n))
     n, bs = len(examples), args.batch_size
     print(f"{n} ARC-Easy questions, ranks {ranks}, batch {bs}, torch threads {torch.get_num_threads()}, "
@@ -151,21 +161,10 @@ def generation(args) -> None:
     import torch
 
     import mlora_core as mc
-    from mlora_core.builtin_model import ensure_builtin_model
     from mlora_core.evaluate import _generate, _loss_terms, function_rows
-    from mlora_core.models import load_base_model
     from mlora_core.tasks import TaskConfig, load_examples
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    ranks = tuple(int(k) for k in args.ranks.split(","))
-    ensure_builtin_model("smollm2-135m-instruct")
-    model, tok = load_base_model("builtin:smollm2-135m-instruct", log=lambda *_: None)
-    torch.manual_seed(0)
-    mc.add_adapters(model, mc.AdapterConfig(method="matryoshka", rank=max(ranks), target_modules=TARGETS))
-    for _, layer in mc.adapter_layers(model):
-        torch.nn.init.normal_(layer.lora_B, std=0.02)
-    model.eval()
+    ranks, model, tok = smollm2_with_adapter(args)
     examples = load_examples(TaskConfig("gsm8k", source="offline", split="test", n=args.n))
     prompts, bs, new_tokens, max_len = [e.prompt for e in examples], args.batch_size, args.max_new_tokens, 512
     functions = list(dict.fromkeys((k, rule) for k in ranks for rule in ("truncate", "prefix", "svd")))

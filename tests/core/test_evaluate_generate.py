@@ -5,7 +5,6 @@ import pytest
 import torch
 
 import mlora_core as mc
-from mlora_core.builtin_model import build_tokenizer
 from mlora_core.evaluate import _generate, _loss_terms, evaluate_ranks, function_rows, generate
 from mlora_core.tasks import TaskConfig, load_examples
 
@@ -15,17 +14,7 @@ RULES = ("truncate", "prefix", "svd")
 FUNCTIONS = [(k, rule) for k in (1, 2, 4) for rule in RULES]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return build_tokenizer()
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

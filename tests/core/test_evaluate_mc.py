@@ -9,7 +9,6 @@ import torch
 import transformers as tf
 
 import mlora_core as mc
-from mlora_core.builtin_model import build_tokenizer
 from mlora_core.evaluate import choice_scores, eval_loss, evaluate_ranks, multiple_choice, multiple_choice_reference, packable
 from mlora_core.tasks import Example, TaskConfig, load_examples, tokenize
 
@@ -18,19 +17,7 @@ from .helpers import tiny_llama
 REL = 1e-4
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models: one thread. Two threads on 2 busy shared cores made each small op 10-40x slower
-    (OpenMP workers waiting on each other), the module's 15 s became 6 min."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return build_tokenizer()
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

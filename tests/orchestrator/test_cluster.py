@@ -147,9 +147,9 @@ def test_paper_experiments_follow_method_md():
 
 # ---- the local `ray job submit` demo (slow) ---------------------------------------------
 
-def _marked_pids(base: str) -> list[int]:
-    """Processes whose environment carries the demo's marker for this run."""
-    mark = f"MLORA_DEMO_CLUSTER={base}".encode()
+def _pids_with(entry: str) -> list[int]:
+    """Processes whose environment holds `entry` (KEY=VALUE), by /proc: the demo's own marker."""
+    mark = entry.encode()
     pids = []
     for d in Path("/proc").iterdir():
         if d.name.isdigit():
@@ -159,6 +159,16 @@ def _marked_pids(base: str) -> list[int]:
             except OSError:
                 pass
     return pids
+
+
+def _marked_pids(base: str) -> list[int]:
+    """Processes of the demo's cluster (every node)."""
+    return _pids_with(f"MLORA_DEMO_CLUSTER={base}")
+
+
+def _node_pids(node: str) -> list[int]:
+    """Processes of one node of the demo."""
+    return _pids_with(f"MLORA_DEMO_NODE={node}")
 
 
 def _free_ports(n: int) -> list[int]:
@@ -170,20 +180,6 @@ def _free_ports(n: int) -> list[int]:
     for s in socks:
         s.close()
     return ports
-
-
-def _node_pids(node: str) -> list[int]:
-    """Processes of one node of the demo (MLORA_DEMO_NODE in their environment)."""
-    mark = f"MLORA_DEMO_NODE={node}".encode()
-    pids = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                if mark in (d / "environ").read_bytes().split(b"\0"):
-                    pids.append(int(d.name))
-            except OSError:
-                pass
-    return pids
 
 
 @pytest.mark.slow
