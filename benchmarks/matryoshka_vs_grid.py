@@ -10,7 +10,8 @@ from MLflow, as the report does. Two ratios, both from that one sweep:
     python benchmarks/matryoshka_vs_grid.py [CONFIG] [--seeds 3] [--quick] [--keep DIR]
     python benchmarks/matryoshka_vs_grid.py --from OUTPUT_DIR      (an existing sweep, no training)
 
-The default (experiments/tiny.yaml, 3 seeds = 15 trials, 21 one-LoRA-run equivalents of training) takes ~40 min on 2 cores.
+The default (experiments/tiny.yaml, 3 seeds = 15 trials, 18 one-LoRA-run equivalents of training) took ~40 min on 2
+cores with 21 (stratified at x3 before it became top at x2); expect ~35.
 """
 from __future__ import annotations
 

@@ -1,8 +1,13 @@
-"""Per-rank evaluation: the same adapter truncated (set_rank) to every eval rank.
+"""Per-rank evaluation: the same adapter at every eval rank under every rank-k rule.
 
 Scores by task: exact match of the final number by batched greedy generation (stop at
 newline/EOS), log-likelihood multiple choice, and eval loss on the completion tokens.
 Under torch.distributed each worker scores its shard and the counts are summed.
+
+Exact match and eval loss score every distinct (rank, rule) function in one pass: each is a row
+of P on the factors it shares (function_rows: the trained A, B or the SVD factors), and every
+example goes through under each function, batched longest first, one row per sequence; the
+completions are those of one function at a time (set_rank), tests/core/test_evaluate_generate.py.
 
 Multiple choice forwards each question once: its prompt, then all its choices in one sequence
 with a 4D attention mask (choice_scores, "packed"), logits only at the scored positions; where

@@ -24,6 +24,7 @@ PosInt = Annotated[int, Field(gt=0, strict=True)]
 PosFloat = Annotated[float, Field(gt=0)]
 NonNegInt = Annotated[int, Field(ge=0, strict=True)]
 Objective = Literal[tuple(OBJECTIVES)]  # type: ignore[valid-type]
+Schedule = Literal[tuple(SCHEDULES)]  # type: ignore[valid-type]
 
 
 class Strict(BaseModel):
@@ -162,7 +163,8 @@ class Arm(Strict):
 
 
 class MatryoshkaArm(Arm):
-    p_schedules: list[Literal[tuple(SCHEDULES)]] = ["diag"]  # type: ignore[valid-type]
+    # one list for every objective, or one per objective ({summed: [diag], stratified: [top]})
+    p_schedules: list[Schedule] | dict[Objective, list[Schedule]] = ["diag"]
     # summed: the paper's one P-weighted forward; per_rank: |R| forwards (one per train rank);
     # stratified: one forward, each example at one train rank (mlora_core/objectives.py);
     # stratified_share: stratified with component updates x 1/share (measured worse: findings.md section 8)
@@ -172,26 +174,31 @@ class MatryoshkaArm(Arm):
         [1.0], description=f"a list of numbers > 0 ([1, 1.5, 3]), or such a list per objective ({{stratified: [1, 3]}}; "
                          f"objectives: {', '.join(OBJECTIVES)})")
 
-    @field_validator("p_schedules", "objectives")
+    @field_validator("objectives")
     @classmethod
     def _arm_lists_distinct(cls, v):
         return _distinct(v)
 
-    @field_validator("budgets")
+    @field_validator("budgets", "p_schedules")
     @classmethod
     def _lists_distinct(cls, v):
-        for budgets in (v.values() if isinstance(v, dict) else [v]):
-            _distinct(budgets)
+        for values in (v.values() if isinstance(v, dict) else [v]):
+            _distinct(values)
         return v
 
     @model_validator(mode="after")
-    def _budget_per_objective(self):
-        if isinstance(self.budgets, dict) and (missing := [o for o in self.objectives if o not in self.budgets]):
-            raise ValueError(f"budgets: no budgets for objectives {missing}")
+    def _one_list_per_objective(self):
+        for name in ("budgets", "p_schedules"):
+            given = getattr(self, name)
+            if isinstance(given, dict) and (missing := [o for o in self.objectives if o not in given]):
+                raise ValueError(f"{name}: none given for objectives {missing}")
         return self
 
     def budgets_for(self, objective: str) -> list[float]:
         return self.budgets[objective] if isinstance(self.budgets, dict) else self.budgets
+
+    def schedules_for(self, objective: str) -> list[str]:
+        return self.p_schedules[objective] if isinstance(self.p_schedules, dict) else self.p_schedules
 
 
 class LoraArm(Arm):

@@ -1,6 +1,6 @@
 """Sweep planning: Experiment -> the list of trials, each a frozen TrialSpec, and its RunConfig.
 
-    arms   = matryoshka: p_schedules x objectives x budgets  +  lora: ranks  +  dylora: budgets
+    arms   = matryoshka: objectives x their p_schedules x their budgets  +  lora: ranks  +  dylora: budgets
     trials = arms x lrs x seeds            (search: grid, the default)
            + per searched arm: num_samples sampled lrs on the first seed + the chosen lr on the
              other seeds                   (search: optuna; SearchGroup, orchestrator/search.py)
@@ -96,10 +96,10 @@ def arms_of(exp: Experiment) -> list[tuple[str, TrialSpec]]:
     out: list[tuple[str, TrialSpec]] = []
     if a.matryoshka:
         adapter = AdapterConfig(rank=r, train_ranks=tuple(exp.adapter.train_ranks or ()) or None)
-        schedules = a.matryoshka.p_schedules
+        m = a.matryoshka
         out += [("matryoshka", TrialSpec("matryoshka", r, 0.0, 0, objective=o, p_schedule=s, budget=b))
-                for o in a.matryoshka.objectives for i, s in enumerate(schedules)
-                if not _nested_duplicate(s, o, schedules[:i], adapter) for b in a.matryoshka.budgets_for(o)]
+                for o in m.objectives for i, s in enumerate(m.schedules_for(o))
+                if not _nested_duplicate(s, o, m.schedules_for(o)[:i], adapter) for b in m.budgets_for(o)]
     if a.lora:
         out += [("lora", TrialSpec("lora", k, 0.0, 0, budget=b))
                 for k in sorted(set(a.lora.ranks or exp.adapter.eval_rank_list)) for b in a.lora.budgets]

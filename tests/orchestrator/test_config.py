@@ -19,7 +19,9 @@ BAD = [  # (override applied to GOOD, expected key path in the error)
     ({"adapter": {"rank": 8, "scaling": "cubic"}}, "adapter.scaling"),
     ({"adapter": {"rank": 8, "dropout": 1.5}}, "adapter.dropout"),
     ({"arms": {"lora": {"ranks": [1, 32]}}}, "arms.lora.ranks"),
-    ({"arms": {"matryoshka": {"p_schedules": ["spiral"]}}}, "arms.matryoshka.p_schedules.0"),
+    ({"arms": {"matryoshka": {"p_schedules": ["spiral"]}}}, "arms.matryoshka.p_schedules"),
+    ({"arms": {"matryoshka": {"objectives": ["summed", "stratified"], "p_schedules": {"summed": ["diag"]}}}},
+     "arms.matryoshka.p_schedules"),
     ({"arms": {"dylora": {"lrs": [-1e-3]}}}, "arms.dylora.lrs.0"),
     ({"lrs": []}, "lrs"),
     ({"seeds": [-1]}, "seeds.0"),
@@ -161,6 +163,20 @@ def test_budgets_on_every_arm_reach_the_plan_the_steps_and_the_estimate():
     assert [t.arm for t in grid_of(trials)] == ["lora-r1", "lora-r4"]
     est = {t.arm: e.train_flops for t, e in zip(trials, estimate(exp, trials))}
     assert est["lora-r4-x3"] == pytest.approx(3 * est["lora-r4"])
+
+
+def test_schedules_and_budgets_per_objective_make_exactly_those_trials():
+    """The default's arm: the paper's summed forward with its own P (diag) at 1x, stratified with
+    the `top` rank weights at 2x (docs/findings.md section 8), and no crossing of the two."""
+    from orchestrator.plan import plan
+    exp = parse_experiment({**GOOD, "adapter": {"rank": 4, "train_ranks": [1, 2, 4], "eval_ranks": [1, 4]},
+                            "arms": {"matryoshka": {"objectives": ["summed", "stratified"],
+                                                    "p_schedules": {"summed": ["diag"], "stratified": ["top", "diag"]},
+                                                    "budgets": {"summed": [1], "stratified": [2]}}}})
+    assert [t.arm for t in plan(exp)] == ["matryoshka-summed-diag-r4", "matryoshka-stratified-top-r4-x2",
+                                          "matryoshka-stratified-diag-r4-x2"]
+    shipped = {t.arm for t in plan(load_experiment(ROOT / "experiments" / "tiny.yaml")) if t.method == "matryoshka"}
+    assert shipped == {"matryoshka-summed-diag-r16", "matryoshka-stratified-top-r16-x2"}
 
 
 def test_the_trial_record_round_trips_and_says_only_what_applies():
