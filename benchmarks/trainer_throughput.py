@@ -1,7 +1,7 @@
 """Training tokens/s: mlora_core's loop / Hugging Face Trainer + PEFT LoRA (figure 4), goal >= 1.0.
 
 Same model (a random Llama of builtin:tiny's shape with its tokenizer), same data (the
-synthetic task, tokenized once by mlora_core.tasks), same batch, rank, targets, optimizer
+synthetic task, tokenized once by mlora_core.data.tokenize), same batch, rank, targets, optimizer
 (AdamW), steps and threads; the two runs alternate (ours, HF, ours, HF) and the median of
 each side is compared. Tokens = non-padding tokens seen.
 
@@ -20,7 +20,8 @@ from _common import record
 
 import mlora_core as mc
 from mlora_core.builtin_model import RECIPES, _model_config, build_tokenizer
-from mlora_core.tasks import TaskConfig, collate, load_examples, tokenize
+from mlora_core.data.tasks import TaskConfig, load_examples
+from mlora_core.data.tokenize import collate, tokenize
 from mlora_core.train import Hooks, TrainConfig, train
 
 QUICK = "--quick" in sys.argv

@@ -1,7 +1,8 @@
 """AdapterConfig: everything that defines one adapter, as plain validated values.
 
 LoRA, DyLoRA and MatryoshkaLoRA share one layer; only the fixed vector P differs
-(see p_schedule.py). Invalid values raise ValueError naming the field.
+(see p_schedule.py). Invalid values raise ValueError naming the field; `check_rank` is the one
+rank-bound check (a rank k of an adapter of max rank r) every module uses.
 """
 from __future__ import annotations
 
@@ -14,6 +15,13 @@ from .records import from_plain, to_plain
 
 # Llama/Qwen/Mistral projection names: the paper adapts all seven.
 LLAMA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def check_rank(k: Any, r: int, what: str = "rank") -> int:
+    """`k` if it is an integer in [1, r], else ValueError in one line naming `what`."""
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= r:
+        raise ValueError(f"{what}: {k!r} is not an integer in [1, {r}]")
+    return k
 
 
 def powers_of_two_upto(rank: int) -> tuple[int, ...]:
@@ -36,7 +44,7 @@ class AdapterConfig:
     scaling: str = "sqrt"               # s(t): none -> 1, rank -> alpha/t, sqrt -> alpha/sqrt(t)
     alpha: float = 1.0
     p_schedule: str = "diag"            # matryoshka only: diag | binary | geometric | top
-    objective: str | None = None        # matryoshka: summed | per_rank | stratified (objectives.py);
+    objective: str | None = None        # matryoshka: summed | per_rank | stratified (methods.OBJECTIVES);
     #                                     None: the method's own (methods.METHODS[method].objectives[0])
     target_modules: tuple[str, ...] | str = LLAMA_TARGETS  # str = regex full match; "all-linear"
     exclude_modules: tuple[str, ...] = ()
@@ -68,10 +76,7 @@ class AdapterConfig:
             ranks = tuple(sorted(set(ranks)))
             if not ranks:
                 raise ValueError(f"{name}: must not be empty")
-            bad = [k for k in ranks if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= self.rank]
-            if bad:
-                raise ValueError(f"{name}: ranks must be integers in [1, rank={self.rank}], got {bad}")
-            fix(name, ranks)
+            fix(name, tuple(check_rank(k, self.rank, name) for k in ranks))
         if isinstance(self.target_modules, list):
             fix("target_modules", tuple(self.target_modules))
         if not self.target_modules:
@@ -92,4 +97,4 @@ class AdapterConfig:
                                    eval_ranks=keep(self.eval_ranks))
 
 
-__all__ = ["AdapterConfig", "LLAMA_TARGETS", "powers_of_two_upto"]
+__all__ = ["AdapterConfig", "LLAMA_TARGETS", "check_rank", "powers_of_two_upto"]

@@ -39,11 +39,6 @@ class FlopModel:
         return (4 * self.base_matmul_params + 6 * rank * self.adapter_per_rank) * tokens \
             + 12 * self.n_layers * width * width * self.attn_dim * batch
 
-    def forward(self, batch: int, width: int, rank: int) -> float:
-        tokens = batch * width
-        return (2 * self.base_matmul_params + 2 * rank * self.adapter_per_rank) * tokens \
-            + 4 * self.n_layers * width * width * self.attn_dim * batch
-
     def eval_flops(self, evaluations: list[tuple[int, int]]) -> float:
         """Evaluation: matmuls only, 2N + 2 P_k per token at rank k (attention is small at
         evaluation lengths). `evaluations` is [(rank, tokens)], one entry per scored setting."""

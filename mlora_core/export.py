@@ -4,10 +4,12 @@
   with our scale folded into lora_B and lora_alpha = r (PEFT scale alpha/r = 1), so
   `peft.PeftModel.from_pretrained(base, path)` reproduces our rank-k outputs under the rule;
 - ours (mlora_config.json + mlora_adapter.safetensors), which load_adapter() restores:
-  - rule truncate: raw A, B and the AdapterConfig cut to rank k (still usable at every rank <= k);
-  - rules prefix / svd: the rank-k factors with the scale folded into B, as a LoRA with scale 1
-    (scaling none). Cut further it stays that rule's answer: the first j SVD factors are the
-    best rank-j approximation, the first j prefix factors the prefix at j.
+  - a rule whose scale is the config's (Rule.saved_raw: truncate): raw A, B and the AdapterConfig
+    cut to rank k (still usable at every rank <= k);
+  - any other rule (prefix, svd, magnitude): the rank-k factors with the scale folded into B, as a
+    LoRA with scale 1 (scaling none). Cut further it stays that rule's answer: a rule serves the
+    first k components of its basis, so the first j saved ones are the rule at j (the best rank-j
+    approximation for svd, the prefix at j for prefix, the j largest components for magnitude).
 
 rank=None saves the full adapter, with PEFT's view equal to training behaviour (P folded).
 """
@@ -18,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .config import AdapterConfig
+from .config import AdapterConfig, check_rank
 from .inject import adapter_config, adapter_layers, add_adapters
 from .io import load_tensors, read_json, save_tensors, write_json
 from .methods import RULES, check
@@ -38,12 +40,10 @@ def save_adapter(model: nn.Module, path: str | Path, rank: int | None = None, ru
     layers = list(adapter_layers(model))
     if not layers:
         raise ValueError("model has no adapters; nothing to save")
-    check("rule", RULES, rule)
+    entry = RULES[check("rule", RULES, rule)]
     config = adapter_config(model)
-    if rank is not None and not 1 <= rank <= config.rank:
-        raise ValueError(f"rank: must be in [1, {config.rank}], got {rank}")
-    k = rank or config.rank
-    folded_rule = rank is not None and rule != "truncate"
+    k = config.rank if rank is None else check_rank(rank, config.rank, "rank")
+    folded_rule = rank is not None and not entry.saved_raw
     path = Path(path)
     peft_weights, ours = {}, {}
     for name, layer in layers:

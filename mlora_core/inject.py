@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .config import AdapterConfig
+from .config import AdapterConfig, check_rank
 from .layer import ADAPTABLE, AdapterLayer
-from .methods import RULES, check
+from .methods import METHODS, RULES, check
 
 log = logging.getLogger("mlora_core")
 
@@ -111,12 +111,12 @@ def _layers_or_raise(model: nn.Module) -> list[AdapterLayer]:
 
 
 def set_rank(model: nn.Module, rank: int | None, rule: str = "truncate") -> None:
-    """Serve every adapter at `rank` under `rule` (truncate | prefix | svd, see layer.py);
+    """Serve every adapter at `rank` under `rule` (methods.RULES: truncate, prefix, svd, ...);
     None = training behaviour."""
     check("rule", RULES, rule)
     for layer in _layers_or_raise(model):
-        if rank is not None and not 1 <= rank <= layer.config.rank:
-            raise ValueError(f"rank: must be in [1, {layer.config.rank}], got {rank}")
+        if rank is not None:
+            check_rank(rank, layer.config.rank, "rank")
         if layer.merged:
             raise RuntimeError("adapters are merged; unmerge_adapters() before set_rank()")
         layer.rank, layer.rule = rank, rule
@@ -130,8 +130,8 @@ def set_example_p(model: nn.Module, rows: torch.Tensor | None) -> None:
 
 
 def set_function_rows(model: nn.Module, rows: tuple[str, torch.Tensor] | None) -> None:
-    """Evaluate one (rank, rule) function per example: ("trained" | "svd", (batch, r) rows) on every
-    adapter (None: off); rank must be None (evaluate.function_rows builds them)."""
+    """Evaluate one (rank, rule) function per example: (basis name, (batch, r) rows) on every adapter
+    (None: off); rank must be None (functions.function_rows builds them)."""
     for layer in _layers_or_raise(model):
         if rows is not None and layer.rank is not None:
             raise RuntimeError("set_function_rows needs set_rank(model, None) first")
@@ -139,10 +139,10 @@ def set_function_rows(model: nn.Module, rows: tuple[str, torch.Tensor] | None) -
 
 
 def sample_train_rank(model: nn.Module, config: AdapterConfig, rng: random.Random) -> int | None:
-    """DyLoRA (`config`, the model's adapters): draw this step's rank t from R, the same t for every
-    layer. No-op otherwise."""
+    """A method with a P per step (methods.Method.step_p: DyLoRA): draw this step's rank t from R,
+    the same t for every layer. No-op otherwise."""
     layers = _layers_or_raise(model)
-    if config.method != "dylora":
+    if METHODS[config.method].step_p is None:
         return None
     t = rng.choice(config.train_ranks)
     for layer in layers:

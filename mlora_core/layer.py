@@ -6,16 +6,17 @@ through `factors(rank, rule)`, three tensors whose product is the update:
 
     training (rank=None)   y = base(x) + ((x A^T) * P) B^T   (DyLoRA: P of this step's t;
                            per_rank / stratified: one P row per example, objectives.py)
-    at rank k, by rule     y = base(x) + ((x A_k^T) * s_k) B_k^T
-        truncate   A[:k], B[:, :k], s(k)        the paper's rank-k rule
-        prefix     A[:k], B[:, :k], P[:k]       the trained function cut at k (= it at k = r)
-        svd        the best rank-k approximation (Eckart-Young) of the update as trained,
-                   B diag(P) A, from QR of A^T and B and an r x r SVD (never the dense update)
+    at rank k, by rule     y = base(x) + ((x A_b[:k]^T) * s_k) B_b[:, :k]^T
+
+A rule (methods.RULES) names a basis, the r components in serving order (the trained A, B; the
+SVD factors; the components by size), and its scale row s_k: truncate s(k), prefix P[:k], svd 1.
+A rule trained at full rank serves (A, B, P) itself at k = r. Bases other than the trained one are
+made once per version of A and B (`basis`, cached here, never saved).
 
 Forward, merge/unmerge and export all use `factors`, so the rank-k scale is written once.
 Evaluation scores many (rank, rule) functions in one batch the same way the nested objectives
-train: example b gets the row s_k (its first k places, zeros after) on the factors its rule uses,
-(A, B) or the SVD factors (`function_rows`; evaluate.function_rows builds them from `factors`).
+train: example b gets the row s_k (its first k places, zeros after) on its rule's basis
+(`function_rows`, built by functions.function_rows from the same registry).
 """
 from __future__ import annotations
 
@@ -25,8 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import AdapterConfig
-from .methods import RULES, check
+from .config import AdapterConfig, check_rank
+from .methods import BASES, METHODS, RULES, TRAINED, Basis, check, svd_factors
 from .p_schedule import p_vector, scale
 
 try:  # GPT-2 style models use transformers' Conv1D (weight stored in x out)
@@ -35,23 +36,6 @@ except ImportError:  # pragma: no cover - transformers is a dependency, but the 
     Conv1D = ()
 
 ADAPTABLE = (nn.Linear,) + ((Conv1D,) if Conv1D else ())
-
-
-@torch.no_grad()
-def svd_factors(a: torch.Tensor, b: torch.Tensor, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(A_s: r x in, B_s: out x r) with B_s[:, :k] @ A_s[:k] the best rank-k approximation of
-    B diag(p) A for every k, singular values folded into B_s, computed in fp64.
-
-    B diag(p) = Q_b R_b and A^T = Q_a R_a (thin QR), so the update is Q_b (R_b R_a^T) Q_a^T and
-    the SVD of the r x r core U S V^T gives B_s = Q_b U S, A_s = V^T Q_a^T: O((in + out) r^2).
-    Signs are fixed (each left singular vector's largest entry positive) so factors are reproducible."""
-    qb, rb = torch.linalg.qr((b * p).double())
-    qa, ra = torch.linalg.qr(a.double().T)
-    u, s, vh = torch.linalg.svd(rb @ ra.T)
-    left = qb @ u
-    sign = torch.sign(left.gather(0, left.abs().argmax(0, keepdim=True)))[0]
-    sign[sign == 0] = 1
-    return (sign[:, None] * vh @ qa.T).to(a.dtype), (left * (sign * s)).to(b.dtype)
 
 
 class AdapterLayer(nn.Module):
@@ -81,38 +65,44 @@ class AdapterLayer(nn.Module):
         # per_rank / stratified: (batch, r) P rows, one per example, shared by every layer and
         # updated in place by the training loop (a plain attribute: DDP must not broadcast it)
         self.example_p: torch.Tensor | None = None
-        # evaluation of many (rank, rule) functions in one batch: ("trained" | "svd", (batch, r) rows),
-        # example b computes x A^T diag(rows[b]) B^T on that basis (evaluate.function_rows)
+        # evaluation of many (rank, rule) functions in one batch: (basis name, (batch, r) rows), example
+        # b computes x A_b^T diag(rows[b]) B_b^T on that basis (methods.BASES; functions.function_rows)
         self.function_rows: tuple[str, torch.Tensor] | None = None
         self.merged = False                 # plain bool: survives copy.deepcopy (a sentinel would not)
         self.merged_at: tuple[int | None, str] = (None, "truncate")  # (rank, rule) folded into base.weight
-        self._svd: tuple[tuple, torch.Tensor, torch.Tensor] | None = None  # (weights' versions, A_s, B_s)
+        self._bases: dict[str, tuple[tuple, tuple]] = {}  # basis name -> (weights' versions, (A_b, B_b, P_b))
 
     def factors(self, rank: int | None = None, rule: str = "truncate") -> tuple[torch.Tensor, torch.Tensor,
                                                                                torch.Tensor | float]:
-        """(A_k, B_k, s_k): the rank-`rank` update under `rule` is B_k diag(s_k) A_k. rank None or
-        r with rule prefix/svd is the update as trained (A, B, P)."""
-        r = self.config.rank
-        if rank is None or (rank == r and rule != "truncate"):
+        """(A_k, B_k, s_k): the rank-`rank` update under `rule` is B_k diag(s_k) A_k. rank None, or r
+        under a rule trained at full rank, is the update as trained (A, B, P)."""
+        basis, k, s = self.serving(rank, rule)
+        if k is None:
             return self.lora_A, self.lora_B, self.p
-        if not 1 <= rank <= r:
-            raise ValueError(f"rank: must be in [1, {r}], got {rank}")
-        if rule == "truncate":
-            return self.lora_A[:rank], self.lora_B[:, :rank], scale(self.config, rank)
-        if rule == "prefix":
-            return self.lora_A[:rank], self.lora_B[:, :rank], self.p[:rank]
-        if rule == "svd":
-            a_s, b_s = self._svd_factors()
-            return a_s[:rank], b_s[:, :rank], 1.0
-        check("rule", RULES, rule)
-        raise AssertionError(f"rule {rule!r} is registered in methods.RULES but has no factors here")
+        a, b, _ = self.basis(basis)
+        return a[:k], b[:, :k], s
 
-    def _svd_factors(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The SVD factors of the trained update, recomputed only when A or B changed."""
-        key = (self.lora_A.data_ptr(), self.lora_A._version, self.lora_B.data_ptr(), self.lora_B._version)
-        if self._svd is None or self._svd[0] != key:
-            self._svd = (key, *svd_factors(self.lora_A.detach(), self.lora_B.detach(), self.p))
-        return self._svd[1], self._svd[2]
+    def serving(self, rank: int | None, rule: str) -> tuple[Basis, int | None, torch.Tensor | float]:
+        """(basis, k, s_k) of (rank, rule): the update is its basis's first k components with scale
+        row s_k; k None: the trained (A, B, P) itself."""
+        entry, r = RULES[check("rule", RULES, rule)], self.config.rank
+        if rank is None or (rank == r and entry.trained_at_full_rank):
+            return TRAINED, None, self.p
+        check_rank(rank, r, "rank")
+        return entry.basis, rank, entry.row(self.config, self.basis(entry.basis)[2], rank)
+
+    def basis(self, basis: Basis) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(A_b, B_b, P_b) of `basis` for the current weights; all but the trained one are made
+        without gradient and only again when A or B changed."""
+        a, b = self.lora_A, self.lora_B
+        if not basis.cached:
+            return basis.make(a, b, self.p)
+        key = (a.data_ptr(), a._version, b.data_ptr(), b._version)
+        hit = self._bases.get(basis.name)
+        if hit is None or hit[0] != key:
+            with torch.no_grad():
+                hit = self._bases[basis.name] = (key, basis.make(a.detach(), b.detach(), self.p))
+        return hit[1]
 
     def _training_factors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | float]:
         if self.train_rank is not None:  # DyLoRA: forward truncated at t
@@ -131,7 +121,7 @@ class AdapterLayer(nn.Module):
             rows = self.example_p
         elif self.function_rows is not None:
             basis, rows = self.function_rows
-            a, b = self._svd_factors() if basis == "svd" else (self.lora_A, self.lora_B)
+            a, b, _ = self.basis(BASES[basis])
         else:
             a, b, s = self.lora_A, self.lora_B, self.p
         x = self.dropout(x)
@@ -176,5 +166,8 @@ class AdapterLayer(nn.Module):
 
     def extra_repr(self) -> str:
         c = self.config
-        objective = f", objective={c.objective}" if c.method == "matryoshka" else ""
+        objective = f", objective={c.objective}" if len(METHODS[c.method].objectives) > 1 else ""
         return f"method={c.method}, rank={c.rank}, scaling={c.scaling}, p_schedule={c.p_schedule}{objective}"
+
+
+__all__ = ["ADAPTABLE", "AdapterLayer", "svd_factors"]   # svd_factors: the svd rule's math (methods.py)

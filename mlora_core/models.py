@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+from .errors import first_line
+
 BUILTIN_PREFIX = "builtin:"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 
@@ -37,6 +39,31 @@ def check_model_id(model_id: str) -> str:
     return "hub"
 
 
+def offline_cache_problem(model_id: str, revision: str | None = None) -> str | None:
+    """Why a hub id cannot load here: the hub is off (HF_HUB_OFFLINE) and its config.json is not in
+    the local hub cache. None when it can, or for builtin and local models. Reads files only."""
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() not in ("1", "true", "yes", "on"):
+        return None
+    try:
+        if check_model_id(model_id) != "hub":
+            return None
+    except ValueError:
+        return None   # the schema reports the model id itself
+    from huggingface_hub import try_to_load_from_cache
+    if isinstance(try_to_load_from_cache(model_id, "config.json", revision=revision), str):
+        return None
+    at = f" at revision {revision}" if revision else ""
+    return (f"model: {model_id}{at} is not in the offline hub cache (HF_HUB_OFFLINE=1): download it where the hub "
+            f"is reachable (`hf download {model_id}`) or unset HF_HUB_OFFLINE")
+
+
+def require_cached(model_id: str, revision: str | None = None) -> None:
+    """ValueError (one line) when offline_cache_problem finds one: before a sweep or a trial starts."""
+    problem = offline_cache_problem(model_id, revision)
+    if problem:
+        raise ValueError(problem)
+
+
 def resolve_model_path(model_id: str, log=print) -> str:
     """Where from_pretrained should look (builds a builtin model on first use)."""
     try:
@@ -55,24 +82,41 @@ def prepare_builtin_model(model_id: str, log=print) -> None:
         resolve_model_path(model_id, log=log)
 
 
+def load_pretrained(where: str, revision: str | None = None, dtype: torch.dtype | None = None):
+    """(model, tokenizer) from a from_pretrained location: the one place a base model is built (a
+    run's load_base_model, and a registered adapter's load_registered_base)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(where, revision=revision)
+    model = AutoModelForCausalLM.from_pretrained(where, revision=revision, dtype=dtype or torch.float32)
+    if tokenizer.pad_token_id is None:  # Llama-style tokenizers ship without one
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
 def load_base_model(model_id: str, dtype: torch.dtype | None = None, device: str | torch.device = "cpu",
                     revision: str | None = None, log=print):
     """(model, tokenizer). Hub ids need network (or HF_HUB_OFFLINE=1 with a warm cache)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     where = resolve_model_path(model_id, log=log)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(where, revision=revision)
-        model = AutoModelForCausalLM.from_pretrained(where, revision=revision, dtype=dtype or torch.float32)
+        model, tokenizer = load_pretrained(where, revision, dtype)
     except (OSError, ValueError) as e:  # hub unreachable, gated, missing files: one line
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         offline = " (no network? set HF_HUB_OFFLINE=0 on a machine that reaches the hub)" \
             if os.environ.get("HF_HUB_OFFLINE") == "1" or where == model_id else ""
         raise ValueError(f"model: could not load {model_id!r}: {first}{offline}") from None
-    if tokenizer.pad_token_id is None:  # Llama-style tokenizers ship without one
-        tokenizer.pad_token = tokenizer.eos_token
     model.config.name_or_path = model_id
     return model.to(device), tokenizer
+
+
+def load_registered_base(carried: str | None, model_id: str, source: str | None = None,
+                         revision: str | None = None):
+    """(model, tokenizer) of a registered adapter's base model: the copy it carries (`carried`: builtin
+    and local models), else the model it names by id (hub, at `revision`; a packaged builtin,
+    rebuilt from the same package file: `source`, its model_provenance)."""
+    if carried is not None:
+        return load_pretrained(carried)
+    return load_pretrained(resolve_referenced_model(model_id, source, log=lambda *_: None), revision)
 
 
 def is_packaged_model(model_id: str) -> bool:

@@ -18,52 +18,29 @@ share w̄_t of each batch to rank t, with w̄_t = w_t / sum_t w_t. Normalised, d
 give the same (uniform) weights there. What such an adapter is at full rank is a plain LoRA,
 s(r) A B, so their P is LoRA's.
 
-The names of the methods, scalings, schedules and objectives are registries in methods.py.
+Each P is its registry entry's (methods.py): Method.p, Objective.p where the objective trains
+another full-rank P than the method's, Method.step_p for DyLoRA's step. This module looks them up.
 """
 from __future__ import annotations
 
 import torch
 
-from .config import AdapterConfig
-from .methods import SCALINGS, SCHEDULES
-
-
-def scale(config: AdapterConfig, t: int) -> float:
-    """s(t): the scale of the rank-t sub-adapter."""
-    return SCALINGS[config.scaling](t, config.alpha)
-
-
-def rank_weights(config: AdapterConfig) -> dict[int, float]:
-    """w̄_t for t in R: the P schedule's weights, normalised to sum to 1."""
-    ranks = config.train_ranks
-    w = [SCHEDULES[config.p_schedule](i, len(ranks)) for i in range(len(ranks))]
-    return {t: wi / sum(w) for t, wi in zip(ranks, w)}
+from .config import AdapterConfig, check_rank
+from .methods import METHODS, OBJECTIVES, SCALINGS, SCHEDULES, nested_row, rank_weights, scale
 
 
 def nested_p(config: AdapterConfig, t: int, dtype=torch.float32) -> torch.Tensor:
     """s(t) 1[j <= t]: the P of the rank-t sub-adapter alone (DyLoRA's step, one per_rank pass)."""
-    if not 1 <= t <= config.rank:
-        raise ValueError(f"train_rank: must be in [1, {config.rank}], got {t}")
-    p = torch.zeros(config.rank, dtype=dtype)
-    p[:t] = scale(config, t)
-    return p
+    return nested_row(config, check_rank(t, config.rank, "train_rank"), dtype)
 
 
 def p_vector(config: AdapterConfig, train_rank: int | None = None, dtype=torch.float32) -> torch.Tensor:
     """P (length r) for `config`. For DyLoRA, `train_rank` is this step's sampled rank;
     without it DyLoRA's P is the full-rank one (what evaluation at rank r uses)."""
-    r = config.rank
-    if config.method == "dylora" and train_rank is not None:
-        return nested_p(config, train_rank, dtype)
-    if config.method != "matryoshka" or config.objective != "summed":
-        return torch.full((r,), scale(config, r), dtype=dtype)
-    # summed matryoshka: accumulate w_t s(t) onto every j <= t
-    weight = SCHEDULES[config.p_schedule]
-    ranks = config.train_ranks
-    p = torch.zeros(r, dtype=torch.float64)
-    for i, t in enumerate(ranks):
-        p[:t] += weight(i, len(ranks)) * scale(config, t)
-    return p.to(dtype)
+    method = METHODS[config.method]
+    if train_rank is not None and method.step_p is not None:
+        return method.step_p(config, check_rank(train_rank, config.rank, "train_rank"), dtype)
+    return (OBJECTIVES[config.objective].p or method.p)(config, dtype)
 
 
-__all__ = ["nested_p", "p_vector", "rank_weights", "scale"]
+__all__ = ["SCALINGS", "SCHEDULES", "nested_p", "p_vector", "rank_weights", "scale"]

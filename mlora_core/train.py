@@ -21,12 +21,14 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from .checkpoint import adapter_params as _adapter_params
+from .checkpoint import load_checkpoint, save_checkpoint
 from .config import AdapterConfig
 from .cost import flop_model
+from .data.tokenize import TokenizedData, collate
 from .inject import sample_train_rank, set_example_p
-from .io import load_tensors, read_json, save_tensors, write_json
-from .objectives import Pass, passes, update_scales
-from .tasks import TokenizedData, collate
+from .methods import METHODS, OBJECTIVES
+from .objectives import Pass, passes
 
 
 @dataclass(frozen=True)
@@ -83,15 +85,16 @@ def total_steps(config: TrainConfig, n_examples: int, world_size: int = 1) -> in
 
 
 def world() -> tuple[int, int]:
+    """(this DDP worker's index, the number of workers): (0, 1) without torch.distributed."""
     return (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
 
 
-def micro_batch_indices(m: int, n: int, batch: int, seed: int, rank: int, world_size: int) -> list[int]:
+def micro_batch_indices(m: int, n: int, batch: int, seed: int, worker: int, world_size: int) -> list[int]:
     """Examples of micro-batch m on this worker: epoch-wise seeded permutation, sharded."""
     per_epoch = max(1, n // (batch * world_size))       # drop the ragged tail
     epoch, pos = divmod(m, per_epoch)
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch)).tolist()
-    start = (pos * world_size + rank) * batch
+    start = (pos * world_size + worker) * batch
     return perm[start:start + batch]
 
 
@@ -104,56 +107,6 @@ class TrainResult:
     seconds: float                    # training time of every segment (a resumed run adds its checkpoint's)
     truncated_examples: int
     resumed_from: int = 0
-
-
-def _adapter_params(model) -> dict[str, torch.nn.Parameter]:
-    return {n: p for n, p in model.named_parameters() if p.requires_grad}
-
-
-def save_checkpoint(path: Path, model, optimizer, step: int, rank_rng: random.Random, state: dict) -> None:
-    """adapter.safetensors + optimizer.safetensors + trainer_state.json (written last)."""
-    params = _adapter_params(model)
-    save_tensors(path / "adapter.safetensors", {n: p.detach() for n, p in params.items()})
-    opt_tensors, opt_scalars = {}, {}
-    names = {id(p): n for n, p in params.items()}
-    for p, s in optimizer.state.items():
-        for k, v in s.items():
-            key = f"{names[id(p)]}::{k}"
-            if torch.is_tensor(v) and v.dim() > 0:
-                opt_tensors[key] = v
-            else:
-                opt_scalars[key] = float(v)
-    save_tensors(path / "optimizer.safetensors", opt_tensors)
-    rng_state = rank_rng.getstate()
-    write_json(path / "trainer_state.json", {
-        **state, "step": step, "optimizer_scalars": opt_scalars,
-        "torch_rng": torch.get_rng_state().tolist(),
-        "rank_rng": [rng_state[0], list(rng_state[1]), rng_state[2]],
-    })
-
-
-def load_checkpoint(path: Path, model, optimizer, rank_rng: random.Random) -> dict:
-    state = read_json(path / "trainer_state.json")
-    params = _adapter_params(model)
-    weights = load_tensors(path / "adapter.safetensors")
-    if set(weights) != set(params):
-        raise ValueError(f"{path}: checkpoint adapter does not match this model's adapters")
-    with torch.no_grad():
-        for n, p in params.items():
-            if weights[n].shape != p.shape:
-                raise ValueError(f"{path}: {n} has shape {tuple(weights[n].shape)}, expected {tuple(p.shape)}")
-            p.copy_(weights[n])
-    moments = load_tensors(path / "optimizer.safetensors")
-    for n, p in params.items():
-        s = {k.split("::", 1)[1]: v for k, v in moments.items() if k.startswith(n + "::")}
-        s.update({k.split("::", 1)[1]: torch.tensor(v) for k, v in state["optimizer_scalars"].items()
-                  if k.startswith(n + "::")})
-        if s:
-            optimizer.state[p] = s
-    torch.set_rng_state(torch.tensor(state["torch_rng"], dtype=torch.uint8))
-    v, internal, gauss = state["rank_rng"]
-    rank_rng.setstate((v, tuple(internal), gauss))
-    return state
 
 
 def _progress(total: int, start: int, enabled: bool):
@@ -189,7 +142,7 @@ def _forward_fn(model, adapter, config: TrainConfig, device: torch.device, world
         forward = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     if not config.compile:
         return forward
-    if adapter.method == "dylora":
+    if METHODS[adapter.method].step_p is not None:
         log("train: compile is off for DyLoRA: its per-step train rank would recompile the graph for each rank "
             "(measured: one graph per rank, up to torch's recompile limit), which costs more than it saves")
         return forward
@@ -201,7 +154,7 @@ class Hooks:
     """What leaves a run while it trains; every one optional.
 
     `progress(metrics)` runs every step on every worker; `checkpoint(path, metrics)` on every worker
-    after each checkpoint (path None on workers other than rank 0). With `validate` (a validation
+    after each checkpoint (path None on workers other than worker 0). With `validate` (a validation
     loss, computed in eval mode) the metrics of every `validate_every`-th step but the last carry
     `val_loss`: what an early-stopping scheduler compares."""
     progress: Callable[[dict], None] | None = None
@@ -220,7 +173,7 @@ class _Loop:
     data: TokenizedData
     pad_id: int
     device: torch.device
-    rank: int
+    worker: int                      # this DDP worker's index (0 without DDP)
     world_size: int
     total: int
     params: list
@@ -229,8 +182,6 @@ class _Loop:
     rank_rng: random.Random
     p_rows: torch.Tensor | None
     amp: bool
-    update_scales: torch.Tensor | None = None   # stratified_share (objectives.update_scales)
-    scaled: list = ()                           # (lora_A or lora_B, its rank dim) when update_scales is set
 
     def step(self, step: int, flop_model) -> tuple[float, int, list[float], int | None]:
         """One optimizer step: (loss averaged over workers, tokens on this worker, FLOPs of all workers
@@ -240,22 +191,17 @@ class _Loop:
         loss, tokens, flops = torch.zeros((), device=self.device), 0, []
         for micro in range(c.grad_accum):
             m = step * c.grad_accum + micro
-            idx = micro_batch_indices(m, n, c.batch_size, c.seed, self.rank, self.world_size)
+            idx = micro_batch_indices(m, n, c.batch_size, c.seed, self.worker, self.world_size)
             batch = collate([self.data.input_ids[i] for i in idx], [self.data.labels[i] for i in idx], self.pad_id)
             batch = {k: v.to(self.device) for k, v in batch.items()}
-            todo = passes(self.adapter, len(idx), seed=c.seed, worker=self.rank, micro_batch=m, train_rank=t,
+            todo = passes(self.adapter, len(idx), seed=c.seed, worker=self.worker, micro_batch=m, train_rank=t,
                           dtype=self.params[0].dtype)
             loss += backward_passes(self.forward, batch, todo, self.p_rows, c.grad_accum, self.amp)
             flops.append(sum(flop_model.train_step(*batch["input_ids"].shape, rank=p.flop_rank) for p in todo)
                          * self.world_size)
             tokens += int(batch["attention_mask"].sum())
         torch.nn.utils.clip_grad_norm_(self.params, c.max_grad_norm)
-        before = [p.detach().clone() for p, _ in self.scaled]
         self.optimizer.step()
-        with torch.no_grad():   # stratified_share: component j moves update_scales[j] x what AdamW moved it
-            for (p, dim), old in zip(self.scaled, before):
-                scales = self.update_scales.view(-1, 1) if dim == 0 else self.update_scales
-                p.copy_(old + (p - old) * scales)
         self.optimizer.zero_grad(set_to_none=True)
         if self.world_size > 1:
             dist.all_reduce(loss)
@@ -266,7 +212,7 @@ class _Loop:
 def _setup(model, adapter: AdapterConfig, data: TokenizedData, config: TrainConfig, pad_id: int, device, log) -> _Loop:
     if config.threads:
         torch.set_num_threads(config.threads)
-    rank, world_size = world()
+    worker, world_size = world()
     device = torch.device(device)
     n = len(data.input_ids)
     if n < config.batch_size * world_size:
@@ -274,21 +220,16 @@ def _setup(model, adapter: AdapterConfig, data: TokenizedData, config: TrainConf
                          f"({config.batch_size} x {world_size} workers)")
     params = list(_adapter_params(model).values())
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    forward = _forward_fn(model, adapter, config, device, world_size, log if rank == 0 else lambda _: None)
+    forward = _forward_fn(model, adapter, config, device, world_size, log if worker == 0 else lambda _: None)
     rank_rng = random.Random(config.seed)  # same on every worker: DyLoRA's t agrees everywhere
-    torch.manual_seed(config.seed + rank)
+    torch.manual_seed(config.seed + worker)
     # per_rank / stratified: the per-example P rows every adapter layer reads (objectives.py)
     p_rows = None
-    if adapter.objective != "summed":
+    if OBJECTIVES[adapter.objective].example_rows:
         p_rows = torch.zeros(config.batch_size, adapter.rank, device=device, dtype=params[0].dtype)
         set_example_p(model, p_rows)
-    scales = update_scales(adapter)
-    scaled = [] if scales is None else [(p, 0 if name.endswith("lora_A") else 1)
-                                        for name, p in _adapter_params(model).items()]
-    return _Loop(model, adapter, config, data, pad_id, device, rank, world_size, total_steps(config, n, world_size),
-                 params, optimizer, forward, rank_rng, p_rows, amp=device.type == "cuda" and torch.cuda.is_bf16_supported(),
-                 update_scales=None if scales is None else scales.to(device=device, dtype=params[0].dtype),
-                 scaled=scaled)
+    return _Loop(model, adapter, config, data, pad_id, device, worker, world_size, total_steps(config, n, world_size),
+                 params, optimizer, forward, rank_rng, p_rows, amp=device.type == "cuda" and torch.cuda.is_bf16_supported())
 
 
 def train(model, adapter: AdapterConfig, data: TokenizedData, config: TrainConfig, pad_id: int, *,
@@ -298,14 +239,14 @@ def train(model, adapter: AdapterConfig, data: TokenizedData, config: TrainConfi
     and masked); progress, checkpoints and validation leave through `hooks`."""
     log = hooks.log
     loop = _setup(model, adapter, data, config, pad_id, device, log)
-    fm, total, rank = flop_model(model), loop.total, loop.rank
+    fm, total, worker = flop_model(model), loop.total, loop.worker
     start, losses, tokens, flops, before = 0, [], 0, 0.0, 0.0
     if resume_from is not None:
         state = load_checkpoint(Path(resume_from), model, loop.optimizer, loop.rank_rng)
         start, losses, tokens, flops = state["step"], state["losses"], state["tokens"], state["flops"]
         before = state.get("seconds", 0.0)   # the segments trained before this one: a run's cost counts them all
         log(f"resumed from {resume_from} at step {start}/{total}")
-    bar = _progress(total, start, enabled=rank == 0)
+    bar = _progress(total, start, enabled=worker == 0)
     t0 = time.perf_counter()
     model.train()
     for step in range(start, total):
@@ -333,11 +274,11 @@ def train(model, adapter: AdapterConfig, data: TokenizedData, config: TrainConfi
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
-        elif rank == 0 and config.log_every and ((step + 1) % config.log_every == 0 or step + 1 == total):
+        elif worker == 0 and config.log_every and ((step + 1) % config.log_every == 0 or step + 1 == total):
             log(f"step {step + 1}/{total}  loss {loss:.4f}  lr {lr:.2e}  {metrics['tokens_per_s']:.0f} tok/s")
         due = step + 1 == total or (config.checkpoint_every and (step + 1) % config.checkpoint_every == 0)
         if checkpoint_dir is not None and due:
-            path = Path(checkpoint_dir) / f"step_{step + 1:06d}" if rank == 0 else None
+            path = Path(checkpoint_dir) / f"step_{step + 1:06d}" if worker == 0 else None
             if path is not None:
                 save_checkpoint(path, model, loop.optimizer, step + 1, loop.rank_rng,
                                 {"losses": losses, "tokens": tokens, "flops": flops,
@@ -357,9 +298,3 @@ def train(model, adapter: AdapterConfig, data: TokenizedData, config: TrainConfi
         del loop
         gc.collect()
     return TrainResult(total, losses, tokens, flops, seconds, data.truncated, start)
-
-
-def latest_checkpoint(checkpoint_dir: str | Path) -> Path | None:
-    """The newest complete checkpoint (trainer_state.json is written last)."""
-    done = sorted(Path(checkpoint_dir).glob("step_*/trainer_state.json")) if Path(checkpoint_dir).is_dir() else []
-    return done[-1].parent if done else None

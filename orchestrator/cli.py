@@ -12,11 +12,9 @@ from pathlib import Path
 
 from mlora_core.methods import RULES
 
+from .quiet import quiet
+
 EXIT_OK, EXIT_BAD_INPUT = 0, 2   # 1 (some trials failed) comes from sweep.run_sweep
-# library progress bars (MLflow artifact transfers, datasets' file reads) stay out of a sweep's
-# output unless asked for: set these to true/0 to see them
-QUIET_ENV = {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
-             "HF_HUB_DISABLE_PROGRESS_BARS": "1"}   # the last: transformers' "Loading weights" bars too
 
 
 class UsageError(ValueError):
@@ -24,14 +22,19 @@ class UsageError(ValueError):
 
 
 def _fail(message: str) -> int:
-    print(f"mlora: error: {message}", file=sys.stderr)
+    from .redact import redact_text  # MLflow's errors quote the tracking URI, password and all
+    print(f"mlora: error: {redact_text(message)}", file=sys.stderr)
     return EXIT_BAD_INPUT
 
 
 def cmd_validate(args) -> int:
-    from .load import load_experiment
+    from mlora_core.models import offline_cache_problem
+
+    from .data_check import load_checked
     from .plan import plan, search_groups
-    exp = load_experiment(args.config)
+    exp = load_checked(args.config)
+    if problem := offline_cache_problem(exp.model, exp.model_revision):   # `mlora sweep` and `train` refuse it
+        print(f"mlora: warning: {problem}; `mlora sweep` and `mlora train` refuse it here", file=sys.stderr)
     searched = sum(g.max_trials for g in search_groups(exp))
     print(f"{args.config}: ok ({exp.name}: {len(plan(exp))} trials" + (f" + up to {searched} searched" if searched
                                                                        else "") + ")")
@@ -39,9 +42,9 @@ def cmd_validate(args) -> int:
 
 
 def cmd_plan(args) -> int:
-    from .load import load_experiment
-    from .plan import estimate, grid_of, plan, search_groups
-    exp = load_experiment(args.config)
+    from .data_check import load_checked
+    from .plan import estimate, lora_grid, plan, search_groups
+    exp = load_checked(args.config)
     trials = plan(exp)
     est = {e.trial_id: e for e in estimate(exp, trials)}
     width = max([len(t.trial_id) for t in trials] + [len(g.arm) + 11 for g in search_groups(exp)]) + 1
@@ -84,7 +87,7 @@ def cmd_plan(args) -> int:
           f"effective TFLOP/s per device)")
     # one run of each one-run arm against one grid (a run per rank); lr and seed do not change FLOPs
     arms = {t.arm: (t, est[t.trial_id].train_flops) for t in trials if est[t.trial_id].train_flops}
-    grid = [arms[t.arm][1] for t in grid_of(t for t, _ in arms.values())]
+    grid = [arms[t.arm][1] for t in lora_grid(t for t, _ in arms.values())]
     for arm, (t, flops) in arms.items() if grid else ():
         if t.one_run:
             runs = f"{len(grid)} run" + ("s" if len(grid) != 1 else "")
@@ -94,11 +97,13 @@ def cmd_plan(args) -> int:
 
 def cmd_train(args) -> int:
     """One trial, directly (no Ray, no MLflow): the recipe every sweep trial runs."""
+    from mlora_core.models import require_cached
     from mlora_core.run import run
 
-    from .load import load_experiment
+    from .data_check import load_checked
     from .plan import plan, run_config
-    exp = load_experiment(args.config)
+    exp = load_checked(args.config)
+    require_cached(exp.model, exp.model_revision)
     trials = plan(exp)
     pick = [t for t in trials if args.trial in (None, t.trial_id, t.arm, t.method)]
     if not pick:
@@ -115,11 +120,10 @@ def cmd_train(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from .load import load_experiment
-    from .sweep import run_sweep
-    exp = load_experiment(args.config)
-    return run_sweep(exp, config_path=args.config, resume=args.resume, overwrite=args.overwrite,
-                     tracking_uri=args.tracking_uri, output_dir=args.output_dir)
+    from .data_check import load_checked
+    from .sweep import SweepOptions, run_sweep
+    exp = load_checked(args.config)
+    return run_sweep(exp, SweepOptions(args.config, args.resume, args.overwrite, args.tracking_uri, args.output_dir))
 
 
 def cmd_report(args) -> int:
@@ -190,8 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from .load import ConfigError, first_line
     args = build_parser().parse_args(argv)
-    for k, v in QUIET_ENV.items():
-        os.environ.setdefault(k, v)
+    quiet()   # no third-party progress bars or INFO lines, here or in the sweep's Ray processes
     if getattr(args, "tracking_uri", None) is None and os.environ.get("MLFLOW_TRACKING_URI"):
         args.tracking_uri = os.environ["MLFLOW_TRACKING_URI"]
     try:
@@ -208,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
         from .tracking import unreachable
         if not unreachable(e):
             raise
-        print(f"mlora: error: the tracking store is unreachable ({first_line(e)[:300]}); a trial "
+        from .redact import redact_text
+        print(f"mlora: error: the tracking store is unreachable ({redact_text(first_line(e))[:300]}); a trial "
               "whose training finished keeps its result in its checkpoint: `mlora sweep --resume` logs it once the "
               "store is back, without training it again", file=sys.stderr)
         return 1

@@ -6,59 +6,82 @@ core config types (training, adapter) take their defaults from mlora_core, writt
 """
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
+from pydantic import BaseModel, Field, field_serializer, field_validator, model_validator
 
 from mlora_core.config import AdapterConfig, powers_of_two_upto
-from mlora_core.methods import OBJECTIVES, RULES, SCALINGS, SCHEDULES
+from mlora_core.data.formats import FORMATS
+from mlora_core.data.tasks import SOURCES, TASKS, TaskConfig
+from mlora_core.methods import RULES, SCALINGS
 from mlora_core.models import check_model_id
 from mlora_core.offline_data import check_installed as check_offline_installed
 from mlora_core.run import RunConfig
-from mlora_core.tasks import SOURCES, TASKS, TaskConfig, source_problem
+from mlora_core.scoring.harness import HarnessConfig
+from mlora_core.scoring.metrics import METRICS, MetricConfig
 from mlora_core.train import TrainConfig
 
-PosInt = Annotated[int, Field(gt=0, strict=True)]
-PosFloat = Annotated[float, Field(gt=0)]
-NonNegInt = Annotated[int, Field(ge=0, strict=True)]
-Objective = Literal[tuple(OBJECTIVES)]  # type: ignore[valid-type]
-Schedule = Literal[tuple(SCHEDULES)]  # type: ignore[valid-type]
+from .config_arms import Arms, LoraArm, MatryoshkaArm, Search, distinct
+from .config_base import NonNegInt, PosFloat, PosInt, Strict, from_core
+
+_distinct = distinct
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def from_core(core: type, name: str, keys: dict[str, object], base: type[BaseModel] = Strict, doc: str = "") -> type:
-    """A YAML section whose keys are fields of a core config dataclass: each key's type and bounds
-    are given here, its default is the core's (written once, there; a tuple reads as a YAML list)."""
-    defaults = {f.name: f.default for f in dataclasses.fields(core)}
-    listed = lambda v: list(v) if isinstance(v, tuple) else v  # noqa: E731
-    return create_model(name, __base__=base, __doc__=doc or base.__doc__,
-                        **{k: (t, listed(defaults[k])) for k, t in keys.items()})
+MetricSpec = from_core(MetricConfig, "MetricSpec", doc="How an eval task is scored (mlora_core/scoring/metrics.py).",
+                       keys={
+    "name": Literal[tuple(METRICS)],        # type: ignore[valid-type]  # exact_match | function | multiple_choice | loss
+    "extract": str,                         # exact_match: final_number | first_line | regex | none
+    "regex": str | None,                    # extract regex: its pattern (its first group is the answer)
+    "normalize": list[str],                 # exact_match: strip | lower | punctuation, in order
+    "length_normalized": bool,              # multiple_choice: per-character log-likelihood (lm-eval's acc_norm)
+    "function": str | None,                 # function: "package.module:name", fn(completion, row) -> [0, 1]
+})
 
 
 class _TaskChecks(Strict):
-    """A task (mlora_core.TaskConfig: its defaults)."""
+    """A task (mlora_core.TaskConfig: its defaults): a built-in one by name, or one of your own by
+    format, from a local path or a hub dataset (docs/data.md)."""
 
     @model_validator(mode="after")
-    def _source_fits(self):
-        problem = source_problem(self.name, self.source, self.path, self.split)
-        if problem:
-            raise ValueError(problem)
+    def _task_fits(self):
+        try:
+            self.to_core()
+        except ValueError as e:
+            raise ValueError(str(e).removeprefix("task.")) from None
         if self.source == "offline":  # `mlora validate` catches a missing package, not the first trial
             check_offline_installed()
         return self
 
+    def to_core(self, **fields) -> TaskConfig:
+        """The core's TaskConfig of this task (+ `fields`: seed, holdout, ...)."""
+        given = {**self.model_dump(exclude={"metric"}), **fields}
+        metric = fields.get("metric", self.metric)
+        if isinstance(metric, str):
+            metric = MetricConfig(metric)
+        elif isinstance(metric, BaseModel):
+            metric = MetricConfig(**metric.model_dump())
+        return TaskConfig(**{**given, "metric": metric})
+
 
 TaskSpec = from_core(TaskConfig, "TaskSpec", base=_TaskChecks, keys={
-    "name": Literal[TASKS],                 # type: ignore[valid-type]
+    "name": Literal[tuple(TASKS)] | None,   # type: ignore[valid-type]  # a built-in task; none: a task of your own
+    "format": Literal[tuple(FORMATS)] | None,  # type: ignore[valid-type]  # prompt_completion | alpaca | messages | text | multiple_choice
     "source": Literal[SOURCES] | None,      # type: ignore[valid-type]  # hub | offline | local; default: local with a path, else hub
-    "path": str | None,                     # local json/jsonl (else the hub dataset / built-in generator)
+    "path": str | None,                     # a local file (jsonl, json, csv, parquet) or folder (train*, validation*, test*)
+    "dataset": str | None,                  # a hub dataset of your own (owner/name)
+    "subset": str | None,                   # ... its configuration
     "split": str,                           # offline: gsm8k train|test, arc_* validation|test (mlora_core/offline_data.py)
     "n": PosInt | None,                     # first n examples
+    "template": str | None,                 # prompt_completion / multiple_choice: the prompt over the row's fields
+    "columns": dict[str, str | list[str]] | None,   # the format's roles -> your columns ({completion: answer})
+    "metric": Annotated[str | MetricSpec | None, Field(  # type: ignore[valid-type]
+        description="a metric name (exact_match, function, multiple_choice, loss) or a mapping "
+                    "{name: exact_match, extract: final_number, normalize: [strip, lower]}")],
+    "choice_prefix": str | None,            # multiple_choice: before each choice (default " ")
+    "chat_template": str | None,            # messages on a model without a chat template: a Jinja template
+    "streaming": bool,                      # read as a stream: the first n after a seeded shuffle buffer
+    "shuffle_buffer": PosInt,               # streaming: rows the buffer shuffles among
 })
 _RUN = RunConfig()   # the core's defaults for one run: the YAML's defaults where the two meet
 
@@ -75,10 +98,44 @@ class ValSpec(Strict):
     n: PosInt = 150                 # examples (held out: taken from the training data)
 
 
+class HarnessSpec(Strict):
+    """lm-evaluation-harness tasks as the test set (mlora_core/scoring/harness.py; docs/data.md): each
+    trial scores them at every (rank, rule); the first task's first metric is the primary curve."""
+    harness: Annotated[list[str], Field(min_length=1)]   # lm-eval task / group / tag names: [arc_easy, hellaswag]
+    num_fewshot: NonNegInt | None = None    # None: each task's own default
+    limit: PosInt | None = None             # the first `limit` documents of each task
+    include_path: str | None = None         # a folder of your own task YAMLs
+
+    @field_validator("harness")
+    @classmethod
+    def _names_distinct(cls, v):
+        return _distinct(v)
+
+    @property
+    def name(self) -> str:
+        return "harness:" + ",".join(self.harness)
+
+    def to_core(self, batch_size: int = _RUN.eval_batch_size) -> HarnessConfig:
+        path = self.include_path and str(Path(self.include_path).expanduser().resolve())   # Ray workers' cwd differs
+        return HarnessConfig(tuple(self.harness), self.num_fewshot, self.limit, path, batch_size)
+
+
 class Tasks(Strict):
     train: TaskSpec = _task(_RUN.train_task)
     val: ValSpec = ValSpec()
-    eval: TaskSpec = _task(_RUN.eval_task)
+    eval: TaskSpec | HarnessSpec = _task(_RUN.eval_task)   # a task, or {harness: [lm-eval tasks], num_fewshot, ...}
+
+    @field_validator("eval", mode="plain", json_schema_input_type=TaskSpec | HarnessSpec)
+    @classmethod
+    def _eval_kind(cls, v):
+        """The `harness` key tells an lm-eval test set from a task (each reports its own keys' errors)."""
+        if isinstance(v, (TaskSpec, HarnessSpec)):
+            return v
+        return (HarnessSpec if isinstance(v, dict) and "harness" in v else TaskSpec).model_validate(v)
+
+    @field_serializer("eval")
+    def _dump_eval(self, v, info):
+        return v.model_dump(mode=info.mode)
 
 
 class _AdapterChecks(Strict):
@@ -110,118 +167,6 @@ Adapter = from_core(AdapterConfig, "Adapter", base=_AdapterChecks, keys={
 })
 
 
-def _distinct(v):
-    """A list that names trials must be non-empty and hold no value twice (trial ids would clash)."""
-    if v is not None:
-        if not v:
-            raise ValueError("must not be empty")
-        if len(set(v)) != len(v):
-            raise ValueError(f"values must be distinct, got {v}")
-    return v
-
-
-class LrRange(Strict):
-    low: PosFloat
-    high: PosFloat
-    log: bool = True                        # sample log-uniformly (learning rates span decades)
-
-    @model_validator(mode="after")
-    def _ordered(self):
-        if not self.low < self.high:
-            raise ValueError(f"low: must be below high, got low={self.low:g}, high={self.high:g}")
-        return self
-
-
-class Search(Strict):
-    """How an arm's learning rate is chosen: every value of `lrs` (grid), or Optuna's TPE through
-    Ray Tune (`num_samples` lrs from `lr` on the first seed, on the arm's validation metric; the
-    chosen lr then runs on the other seeds)."""
-    algorithm: Literal["grid", "optuna"] = "grid"
-    num_samples: PosInt = 6                 # optuna: lrs tried per arm
-    lr: LrRange | None = None               # optuna: the range searched
-    seed: Annotated[int, Field(ge=0, strict=True)] = 0   # optuna: the TPE sampler's seed
-
-    @model_validator(mode="after")
-    def _range_for_optuna(self):
-        if self.algorithm == "optuna" and self.lr is None:
-            raise ValueError("lr: optuna needs a range to search, e.g. {low: 1.0e-4, high: 1.0e-2}")
-        return self
-
-
-class Arm(Strict):
-    lrs: list[PosFloat] | None = None       # default: the experiment's lrs
-    target_modules: list[str] | str | None = Field(   # default: adapter.target_modules (per-arm ablations)
-        None, description="a list of module names, or one regex string (\"all-linear\": every linear layer)")
-    search: Search | None = None            # default: the experiment's search
-    # x training.steps (rounded to a whole step), to compare arms at equal compute: [1, 1.5, 3]
-    budgets: list[PosFloat] = [1.0]
-
-    @field_validator("lrs", "budgets")
-    @classmethod
-    def _lists_distinct(cls, v):
-        return _distinct(v)
-
-
-class MatryoshkaArm(Arm):
-    # one list for every objective, or one per objective ({summed: [diag], stratified: [top]})
-    p_schedules: list[Schedule] | dict[Objective, list[Schedule]] = ["diag"]
-    # summed: the paper's one P-weighted forward; per_rank: |R| forwards (one per train rank);
-    # stratified: one forward, each example at one train rank (mlora_core/objectives.py);
-    # stratified_share: stratified with component updates x 1/share (measured worse: findings.md section 8)
-    objectives: list[Objective] = ["summed"]
-    # one list for every objective, or one per objective ({summed: [1], per_rank: [1], stratified: [1, 3]})
-    budgets: list[PosFloat] | dict[Objective, list[PosFloat]] = Field(
-        [1.0], description=f"a list of numbers > 0 ([1, 1.5, 3]), or such a list per objective ({{stratified: [1, 3]}}; "
-                         f"objectives: {', '.join(OBJECTIVES)})")
-
-    @field_validator("objectives")
-    @classmethod
-    def _arm_lists_distinct(cls, v):
-        return _distinct(v)
-
-    @field_validator("budgets", "p_schedules")
-    @classmethod
-    def _lists_distinct(cls, v):
-        for values in (v.values() if isinstance(v, dict) else [v]):
-            _distinct(values)
-        return v
-
-    @model_validator(mode="after")
-    def _one_list_per_objective(self):
-        for name in ("budgets", "p_schedules"):
-            given = getattr(self, name)
-            if isinstance(given, dict) and (missing := [o for o in self.objectives if o not in given]):
-                raise ValueError(f"{name}: none given for objectives {missing}")
-        return self
-
-    def budgets_for(self, objective: str) -> list[float]:
-        return self.budgets[objective] if isinstance(self.budgets, dict) else self.budgets
-
-    def schedules_for(self, objective: str) -> list[str]:
-        return self.p_schedules[objective] if isinstance(self.p_schedules, dict) else self.p_schedules
-
-
-class LoraArm(Arm):
-    ranks: list[PosInt] | None = None       # the fixed-rank grid; default: the eval ranks
-
-    @field_validator("ranks")
-    @classmethod
-    def _ranks_distinct(cls, v):
-        return _distinct(v)
-
-
-class DyloraArm(Arm):
-    pass
-
-
-class Arms(Strict):
-    """The arms to run. Without an `arms:` key: Matryoshka (diag) + the LoRA grid; with one,
-    exactly the arms it lists (`lora: {}` = the grid over the eval ranks)."""
-    matryoshka: MatryoshkaArm | None = None
-    lora: LoraArm | None = None
-    dylora: DyloraArm | None = None
-
-
 Training = from_core(TrainConfig, "Training", doc="How every trial trains (mlora_core.TrainConfig: its defaults).", keys={
     "steps": PosInt,
     "epochs": PosFloat | None,              # overrides steps
@@ -243,7 +188,7 @@ class Evaluation(Strict):
     # rank-k rules every trial is scored under (mlora_core/layer.py); the first is the primary one
     # (metrics acc_rank_{k}, aurac). truncate: s(k) A[:k] B[:k] (the paper's); prefix: A[:k] diag(P[:k])
     # B[:k] (the trained function cut at k); svd: the best rank-k approximation of the trained update
-    rules: list[Literal[tuple(RULES)]] = list(RULES)  # type: ignore[valid-type]
+    rules: list[Literal[tuple(RULES)]] = list(_RUN.eval_rules)  # type: ignore[valid-type]  # methods.default_rules()
 
     @field_validator("rules")
     @classmethod

@@ -10,22 +10,26 @@ from pathlib import Path
 from . import tracking
 from .config import Experiment
 from .load import first_line
+from .messages import SweepRef
+from .plan import TrialSpec
+from .redact import redact_text, redact_uri
 
 
 def ui_hint(uri: str) -> str:
     """Where to look at the sweep: a tracking server's own URL, or the command that serves a local store."""
     if uri.startswith(("http://", "https://")):
-        return uri
-    return f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1"
+        return redact_uri(uri)
+    return f"mlflow ui --backend-store-uri {redact_uri(uri)} --host 127.0.0.1"
 
 
-def finish_sweep(out: Path, state: dict, grid) -> int:
-    """Mark stopped trials, print the summary, write the report, register; exit code."""
+def finish_sweep(out: Path, state: dict, tune_results) -> int:
+    """Mark stopped trials, print the summary, write the report, register; exit code.
+    `tune_results`: Tune's ResultGrid, one Result per trial (its config: the trial's param_space)."""
     uri = state["tracking_uri"]
-    runs = {t.spec.trial_id: t for t in tracking.patiently(tracking.read_trials, uri, state["parent_run_id"])}
+    runs = {t.spec.trial_id: t for t in tracking.patiently(tracking.read_trials, SweepRef(uri, state["parent_run_id"]))}
     failed = []
-    for r in grid:
-        tid = r.config["spec"]["trial_id"]
+    for r in tune_results:
+        tid = TrialSpec.from_dict(r.config["spec"]).trial_id
         run = runs.get(tid)
         running = run is not None and run.status == "RUNNING"
         if r.error is not None or (r.metrics or {}).get("failed"):  # raised, or ended without a result
@@ -45,18 +49,19 @@ def finish_sweep(out: Path, state: dict, grid) -> int:
     try:
         print(f"report: {write_report(out, result)}")
     except Exception as e:  # noqa: BLE001
-        print(f"report: failed ({type(e).__name__}: {e}); retry with `mlora report {out}`", file=sys.stderr)
+        print(f"report: failed ({type(e).__name__}: {redact_text(str(e))}); retry with `mlora report {out}`", file=sys.stderr)
     exp = Experiment.model_validate(state["experiment"])
     if exp.registry.enabled:
         try:
             print(f"registered: {register_sweep(out, result)}")
         except ValueError as e:
-            print(f"registry: skipped ({e})")
+            print(f"registry: skipped ({redact_text(str(e))})")
         except Exception as e:  # noqa: BLE001
-            print(f"registry: failed ({type(e).__name__}: {e}); retry with `mlora register {out}`", file=sys.stderr)
+            print(f"registry: failed ({type(e).__name__}: {redact_text(str(e))}); retry with `mlora register {out}`",
+                  file=sys.stderr)
     tracking.end_sweep_run(uri, state["parent_run_id"], len(failed), summary)
     print(f"\nMLflow UI: {ui_hint(uri)}", flush=True)
     if failed:
-        print(f"{len(failed)} of {len(grid)} trials failed: {', '.join(failed)}", file=sys.stderr)
+        print(f"{len(failed)} of {len(tune_results)} trials failed: {', '.join(failed)}", file=sys.stderr)
         return 1
     return 0

@@ -9,13 +9,11 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from mlora_core.errors import first_line
+
 from .config import Experiment
 
-
-def first_line(e: BaseException | str | None) -> str:
-    """An error's first line (its type's name when it has no text); '' for None: what a one-line
-    message quotes."""
-    return "" if e is None else (str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
+__all__ = ["ConfigError", "first_line", "load_experiment", "parse_experiment"]
 
 
 class ConfigError(ValueError):

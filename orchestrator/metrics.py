@@ -64,9 +64,14 @@ def report_every(steps: int) -> int:
 
 
 def search_score(metrics: dict[str, float], method: str, rank: int, rule: str) -> float | None:
-    """What an arm's lr is chosen by, on validation: AURAC under the rule (an adapter for every
-    rank) or, for a fixed-rank LoRA, its accuracy at its own rank. None without validation."""
-    return metrics.get(acc_key(rule, rank, "val") if method == "lora" else aurac_key(rule, "val"))
+    """What an arm's lr is chosen by (decisions.selection_score), on a trial's validation metrics
+    under `rule`. None without validation (or, for a LoRA-k, without its own rank scored)."""
+    from .decisions import selection_score
+    curve = curves(metrics, (rule,), rank, "val").get(rule)
+    one_run = method != "lora"
+    if not curve or (not one_run and rank not in curve):
+        return None
+    return selection_score(curve, rank, one_run)
 
 
 __all__ = ["acc_key", "aurac_key", "curve_metrics", "curves", "report_every", "search_score", "trial_metrics"]

@@ -18,16 +18,23 @@ import math
 from dataclasses import dataclass
 
 from mlora_core.config import AdapterConfig
+from mlora_core.data.tasks import TaskConfig, scorable
 from mlora_core.methods import passes_per_step
 from mlora_core.p_schedule import rank_weights
 from mlora_core.run import RunConfig
-from mlora_core.tasks import TaskConfig
+from mlora_core.scoring.metrics import MetricConfig
 from mlora_core.train import TrainConfig, total_steps
 
-from .config import Experiment
+from .config import Experiment, HarnessSpec
 from .metrics import report_every
 
 RECORD_VERSION = 1   # of TrialSpec.to_json: bump when a field changes meaning
+
+
+def exact_lr(lr: float) -> str:
+    """The lr with the shortest mantissa that reads back as the same float: 3e-03, 1.2e-04 (ids
+    of one-digit lrs are unchanged, and two distinct lrs never share an id)."""
+    return next(s for s in (f"{lr:.{p}e}" for p in range(17)) if float(s) == lr)
 
 
 @dataclass(frozen=True)
@@ -54,7 +61,7 @@ class TrialSpec:
     def trial_id(self) -> str:
         """Stable, readable, unique within a sweep: also the MLflow run name."""
         if self.sample is None:
-            return f"{self.arm}-lr{self.lr:.0e}-s{self.seed}"
+            return f"{self.arm}-lr{exact_lr(self.lr)}-s{self.seed}"
         return f"{self.arm}-o{self.sample:02d}-lr{self.lr:.2e}-s{self.seed}"   # sampled lrs need more digits
 
     @property
@@ -108,7 +115,7 @@ def arms_of(exp: Experiment) -> list[tuple[str, TrialSpec]]:
     return out
 
 
-def grid_of(specs) -> list[TrialSpec]:
+def lora_grid(specs) -> list[TrialSpec]:
     """The LoRA grid among `specs`: per rank, the fixed-rank LoRA at the least budget (more budgets
     of LoRA-k are arms of their own), by rank."""
     least: dict[int, TrialSpec] = {}
@@ -123,7 +130,9 @@ def plan(exp: Experiment) -> list[TrialSpec]:
     trials = [dataclasses.replace(t, lr=lr, seed=seed) for seed in exp.seeds for kind, t in arms_of(exp)
               if exp.search_of(kind).algorithm == "grid" for lr in (getattr(exp.arms, kind).lrs or exp.lrs)]
     ids = [t.trial_id for t in trials]
-    assert len(set(ids)) == len(ids), "trial ids must be unique"
+    if len(set(ids)) != len(ids):   # the schema keeps lrs and seeds distinct: a guard, not an assert (python -O)
+        twice = sorted({i for i in ids if ids.count(i) > 1})
+        raise ValueError(f"two trials would share the id {twice[0]}: every trial needs its own")
     return trials
 
 
@@ -181,13 +190,16 @@ def run_config(exp: Experiment, spec: TrialSpec) -> RunConfig:
                         epochs=t.epochs and t.epochs * spec.budget, lr=spec.lr, seed=spec.seed,
                         threads=max(1, int(exp.resources.cpus_per_worker)) if not exp.resources.gpus_per_worker else None)
     train_task, val_task = tasks_of(exp, spec.seed)
-    return RunConfig(model=exp.model, train_task=train_task, eval_task=TaskConfig(**exp.tasks.eval.model_dump()),
+    harness = isinstance(exp.tasks.eval, HarnessSpec)   # lm-eval tasks as the test set: eval_task unused
+    return RunConfig(model=exp.model, train_task=train_task,
+                     eval_task=RunConfig.eval_task if harness else exp.tasks.eval.to_core(),
+                     eval_harness=exp.tasks.eval.to_core(exp.eval.batch_size) if harness else None,
                      val_task=val_task, adapter=adapter, train=train, eval_batch_size=exp.eval.batch_size,
                      # early stopping compares validation losses at the progress reports
                      val_loss_every=report_every(train.steps) if exp.early_stopping.asha and val_task else 0,
                      max_new_tokens=exp.eval.max_new_tokens, eval_rules=tuple(exp.eval.rules),
                      device_name=exp.cost.device, price_per_device_hour=exp.cost.price_per_device_hour,
-                     devices_per_worker=devices_per_worker(exp))
+                     devices_per_worker=devices_per_worker(exp), cache_dir=str(exp.out_dir.resolve() / "cache"))
 
 
 def budgeted_steps(steps: int, budget: float) -> int:
@@ -198,16 +210,21 @@ def budgeted_steps(steps: int, budget: float) -> int:
 def tasks_of(exp: Experiment, seed: int) -> tuple[TaskConfig, TaskConfig | None]:
     """(training task, validation task). The validation and test sets are the same for every trial;
     the training data order follows the trial's seed. Validation held out of the training data is
-    cut in a fixed order (tasks.HOLDOUT_SEED), so no trial ever trains on it."""
+    cut in a fixed order (tasks.HOLDOUT_SEED), so no trial ever trains on it. Validation is read
+    in the training data's format and scored with the eval task's metric (what the lr is chosen by),
+    or by its loss where that metric cannot score the format (Platypus -> ARC: no choices). With lm-eval
+    tasks as the test set, the metric is the training task's own (ARC: multiple_choice, Platypus: loss)."""
     t, v = exp.tasks.train, exp.tasks.val
     holdout = v.n if v.enabled and v.split is None else 0
-    train = TaskConfig(name=t.name, path=t.path, source=t.source, split=t.split, n=t.n, seed=seed, holdout=holdout)
+    train = t.to_core(seed=seed, holdout=holdout)
     if not v.enabled:
         return train, None
+    metric = (train if isinstance(exp.tasks.eval, HarnessSpec) else exp.tasks.eval.to_core()).resolved().metric
+    if not scorable(train, metric):
+        metric = MetricConfig("loss")
     if holdout:
-        return train, TaskConfig(name=t.name, path=t.path, source=t.source, split=t.split, holdout=holdout,
-                                 held_out=True)
-    return train, TaskConfig(name=t.name, path=t.path, source=t.source, split=v.split, n=v.n)
+        return train, t.to_core(holdout=holdout, held_out=True, n=None, metric=metric)
+    return train, t.to_core(split=v.split, n=v.n, metric=metric)
 
 
 def trial_params(exp: Experiment, spec: TrialSpec, rc: RunConfig) -> dict:
@@ -222,6 +239,12 @@ def trial_params(exp: Experiment, spec: TrialSpec, rc: RunConfig) -> dict:
             "eval_ranks": ",".join(map(str, rc.adapter.eval_ranks)), "eval_rules": ",".join(rc.eval_rules),
             "steps": rc.train.steps if not rc.train.epochs else f"{rc.train.epochs:g} epochs",
             "batch_size": exp.training.batch_size, "workers": exp.resources.workers_per_trial}
+
+
+def resolved_config(exp: Experiment, spec: TrialSpec, rc: RunConfig) -> dict:
+    """Everything a trial ran with, as plain data (its MLflow artifact config.yaml): the experiment
+    with every default filled in, the trial's identity, and the run config the core trained with."""
+    return {"trial": spec.as_dict(), "run_config": rc.to_dict(), "experiment": exp.model_dump(mode="json")}
 
 
 def devices_per_worker(exp: Experiment) -> float:

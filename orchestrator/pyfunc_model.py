@@ -11,7 +11,7 @@ config records the id and revision instead; for a builtin converted from an inst
 (builtin:smollm2-135m-instruct) the id and the package file's version + sha256, which must
 match the serving machine's install. `rank` and `rule` default to the recommended ones (the
 signature's param defaults); rules: truncate | prefix | svd (mlora_core/layer.py). Prompts are
-formatted as in training (mlora_core.tasks.prompt_ids: the chat template when the model has one).
+formatted as in training (mlora_core.data.tokenize.prompt_ids: the chat template when the model has one).
 """
 from __future__ import annotations
 
@@ -21,20 +21,13 @@ from mlflow.pyfunc import PythonModel
 
 class MatryoshkaAdapterModel(PythonModel):
     def load_context(self, context):
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
         from mlora_core import load_adapter
-        from mlora_core.models import resolve_referenced_model
+        from mlora_core.models import load_registered_base
 
         cfg = context.model_config or {}
-        base = context.artifacts.get("base_model") or resolve_referenced_model(
-            cfg["base_model_id"], cfg.get("base_model_source"), log=lambda *_: None)
-        revision = None if "base_model" in context.artifacts else cfg.get("base_model_revision")
-        self.tokenizer = AutoTokenizer.from_pretrained(base, revision=revision)
-        if self.tokenizer.pad_token_id is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = AutoModelForCausalLM.from_pretrained(base, revision=revision, dtype=torch.float32).eval()
+        self.model, self.tokenizer = load_registered_base(context.artifacts.get("base_model"), cfg["base_model_id"],
+                                                          cfg.get("base_model_source"), cfg.get("base_model_revision"))
+        self.model.eval()
         load_adapter(self.model, context.artifacts["adapter"])
         self.default_rank = int(cfg["recommended_rank"])
         self.default_rule = cfg.get("recommended_rule", "truncate")
@@ -42,7 +35,7 @@ class MatryoshkaAdapterModel(PythonModel):
 
     def predict(self, context, model_input: list[str], params: dict | None = None) -> list[str]:
         from mlora_core import set_rank
-        from mlora_core.evaluate import generate
+        from mlora_core.scoring.generate import generate
 
         params = params or {}
         rank = int(params.get("rank") or self.default_rank)

@@ -6,12 +6,15 @@ import json
 import os
 import sys
 
+from .quiet import QUIET_ENV
+
 LOCAL_RAY_STARTS = 3   # tries to start a local Ray (see init_ray)
 # the driver's settings every trial process needs too, when set (a local Ray inherits them anyway;
-# on a cluster they travel in the job's runtime env): caches, offline mode, tracking's patience
+# on a cluster they travel in the job's runtime env): caches, offline mode, tracking's patience,
+# the libraries' quiet switches (quiet.py)
 FORWARDED_ENV = ("MLORA_CACHE", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HOME",
                  "MLORA_TRACKING_PATIENCE_S", "MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT",
-                 "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL")
+                 "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", *QUIET_ENV)
 
 
 # Environment for every Ray process of a sweep. Train v2 polls its workers every 2 s by
@@ -47,7 +50,8 @@ def init_ray(num_cpus_hint: int) -> None:
         env = {k: v for k, v in env.items() if k not in job_env}
         ray.init(runtime_env={"env_vars": env}, log_to_driver=verbose, logging_level="WARNING")
     else:  # a local one, no dashboard. Note: Ray maps a loopback node IP to the host's address
-        # and its gRPC services listen on all interfaces; Ray's token auth (default) guards them.
+        # and its gRPC services listen on all interfaces; Ray's token auth guards them (on by
+        # default; the CLI sets RAY_AUTH_MODE=token before Ray's import, quiet.py, so Ray does not warn).
         # Its processes inherit this process's environment, so no runtime_env: with one, Ray did
         # not hand the workers it prestarts at init to the first trials (it started new ones,
         # +3.5 s before the first two trials could begin, measured on 2 busy cores).

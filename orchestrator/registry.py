@@ -10,6 +10,8 @@ and gets two aliases (aliases, not the deprecated stages): `recommended` (this r
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import tempfile
 from pathlib import Path
@@ -48,19 +50,27 @@ def register_sweep(output_dir: str | Path, result: SweepResult | None = None, tr
         mlflow.set_tracking_uri(uri)
         with mlflow.start_run(run_id=result.parent_run_id):
             info = log_adapter_model(adapter, exp["model"], exp.get("model_revision"), rec.rank, arm.rank, rec.rule)
-    version = mlflow.register_model(info.model_uri, name, tags={
+    # register_model print()s "Successfully registered model ..." and "Created version ..." itself (no
+    # switch reaches them): kept out of our output, which says the same in one line (cli.cmd_register)
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        version = mlflow.register_model(info.model_uri, name, tags=_version_tags(trial, rec, curve, result, exp["model"]))
+    client.set_registered_model_alias(name, "recommended", version.version)
+    best = max(client.search_model_versions(f"name = '{name}'"),
+               key=lambda v: float(v.tags.get("mlora.aurac", "-1")))
+    client.set_registered_model_alias(name, "best-aurac", best.version)
+    return f"models:/{name}/{version.version}"
+
+
+def _version_tags(trial, rec, curve, result, base_model: str) -> dict[str, str]:
+    """A registered version's tags: what it is and where it came from."""
+    return {
         "mlora.source_run_id": trial.run_id, "mlora.trial_id": trial.trial_id, "mlora.sweep_run_id": result.parent_run_id,
         "mlora.arm": rec.arm, "mlora.rule": rec.rule, "mlora.recommended_rank": str(rec.rank),
         "mlora.accuracy": f"{rec.accuracy:.6f}", "mlora.rank_curve": json.dumps(dict(zip(curve.ranks, curve.mean))),
         "mlora.aurac": f"{curve.aurac:.6f}", "mlora.aurac_log2": f"{curve.aurac_log2:.6f}",
         "mlora.device_hours": f"{trial.metrics.get('device_hours', 0):.6g}",
         "mlora.total_flops": f"{trial.metrics.get('total_flops', 0):.6g}",
-        "mlora.cost_usd": f"{trial.metrics.get('cost_usd', 0):.6g}", "mlora.base_model": exp["model"]})
-    client.set_registered_model_alias(name, "recommended", version.version)
-    best = max(client.search_model_versions(f"name = '{name}'"),
-               key=lambda v: float(v.tags.get("mlora.aurac", "-1")))
-    client.set_registered_model_alias(name, "best-aurac", best.version)
-    return f"models:/{name}/{version.version}"
+        "mlora.cost_usd": f"{trial.metrics.get('cost_usd', 0):.6g}", "mlora.base_model": base_model}
 
 
 def log_adapter_model(adapter: Path, model_id: str, revision: str | None, recommended_rank: int, max_rank: int,
@@ -122,12 +132,10 @@ def export_peft(model_uri: str, rank: int, out: str | Path, tracking_uri: str,
     (default: the rule the registered model recommends); returns (out, the rule used). Nothing is
     written, anywhere, unless the model exists and the rank fits it."""
     import mlflow
-    import torch
-    from transformers import AutoModelForCausalLM
 
     from mlora_core import load_adapter, save_adapter
     from mlora_core.export import read_adapter_config
-    from mlora_core.models import resolve_referenced_model
+    from mlora_core.models import load_registered_base
 
     mlflow.set_tracking_uri(tracking.existing_store(tracking_uri))
     mlflow.set_registry_uri(tracking_uri)
@@ -145,11 +153,9 @@ def export_peft(model_uri: str, rank: int, out: str | Path, tracking_uri: str,
         if not 1 <= rank <= config.rank:
             raise ValueError(f"--rank must be in 1..{config.rank}, got {rank}")
         mlmodel_cfg = _model_config(local)
-        base = artifacts / "base_model" if (artifacts / "base_model").is_dir() else resolve_referenced_model(
-            mlmodel_cfg["base_model_id"], mlmodel_cfg.get("base_model_source"), log=lambda *_: None)
-        model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32,
-                                                     revision=None if isinstance(base, Path) else
-                                                     mlmodel_cfg.get("base_model_revision"))
+        carried = artifacts / "base_model"
+        model, _ = load_registered_base(str(carried) if carried.is_dir() else None, mlmodel_cfg["base_model_id"],
+                                        mlmodel_cfg.get("base_model_source"), mlmodel_cfg.get("base_model_revision"))
         load_adapter(model, adapter)
         rule = rule or mlmodel_cfg.get("recommended_rule", "truncate")
         save_adapter(model, out, rank=rank, rule=rule, base_model_name_or_path=mlmodel_cfg["base_model_id"])

@@ -8,8 +8,11 @@ remote servers):
     rank_curve.png    accuracy vs rank, one panel per rank-k rule: every arm, the LoRA grid
                       at each run's own rank (the envelope)
     aurac.png         AURAC per (arm, rule), seed spread as error bars
-    cost.png          AURAC vs device-hours with the Pareto front: the LoRA grid as a growing set
-                      (r1; r1+r2; ...) against each single run under each rule
+    cost.png          the cost plot: AURAC vs FLOPs (device-hours in the legend) with the Pareto
+                      front: the LoRA grid as a growing set (r1; r1+r2; ...) against each single
+                      run under each rule
+    frontier.png      the compute-matched frontier (frontier_report.py)
+    search.png        per searched arm: each lr's selection score
     loss.png          training loss per trial
     report.json       every number on the page, for machines
     summary.md        every (arm, rule) curve as a markdown table (mean ± std over seeds)
@@ -27,166 +30,14 @@ from pathlib import Path
 
 from mlora_core.io import atomic_write
 
-from .frontier_report import frontier_html, frontier_markdown, frontier_plot
+from .frontier_report import frontier_html, frontier_markdown
 from .metrics import acc_key, aurac_key
 from .plan import TrialSpec
 from .record import load_output_dir, read_sweep_state
+from .redact import redact_text, redact_uri
+from .report_plots import plots
 from .results import SweepResult
-from .summary import verdict_lines
-
-COLORS = {"matryoshka": "#d62728", "dylora": "#9467bd", "lora": "#1f77b4", "lora-grid": "#1f77b4"}
-# per arm within a family, so every line of a plot keeps one colour across panels
-PALETTES = {"matryoshka": ["#d62728", "#ff7f0e", "#8c564b", "#e377c2", "#bcbd22", "#17becf", "#2ca02c"],
-            "dylora": ["#9467bd", "#c5b0d5"], "lora": ["#7f7f7f", "#aec7e8", "#c7c7c7", "#98df8a"]}
-
-
-def _arm_colors(result: SweepResult) -> dict[str, str]:
-    seen: dict[str, int] = {}
-    out = {}
-    for name, arm in result.arms.items():
-        palette = PALETTES.get(arm.method, ["k"])
-        out[name] = palette[seen.get(arm.method, 0) % len(palette)]
-        seen[arm.method] = seen.get(arm.method, 0) + 1
-    return out
-RULE_STYLE = {"truncate": "-", "prefix": "--", "svd": ":"}
-
-
-# ---- plots ------------------------------------------------------------------------------
-
-def _plots(result: SweepResult, losses: dict[str, list[tuple[int, float]]], out: Path) -> list[Path]:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figs = [("rank_curve", _rank_curve_plot(plt, result)), ("aurac", _aurac_plot(plt, result)),
-            ("cost", _cost_plot(plt, result)), ("loss", _loss_plot(plt, losses))]
-    if result.compute.get("grids"):
-        figs.append(("frontier", frontier_plot(plt, result)))
-    if result.searches:
-        figs.append(("search", _search_plot(plt, result)))
-    return [_save(plt, fig, out / f"{name}.png") for name, fig in figs]
-
-
-def _search_plot(plt, result: SweepResult):
-    """Per arm: the selection score of each lr tried, the chosen one starred."""
-    import matplotlib.ticker  # noqa: F401 (matplotlib.ticker.NullFormatter below)
-    n = len(result.searches)
-    cols = min(n, 4)
-    rows = -(-n // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.8 * rows), squeeze=False)
-    for ax, s in zip(axes.flat, result.searches):
-        xs, ys = [p["lr"] for p in s["points"]], [p["score"] for p in s["points"]]
-        ax.plot(xs, ys, "o" if s["searched"] else "o-", color=COLORS.get(result.arms[s["arm"]].method, "k"))
-        best = next(p for p in s["points"] if p["lr"] == s["chosen"])
-        ax.plot([best["lr"]], [best["score"]], "*", ms=16, color="gold", mec="k", label=f"chosen {s['chosen']:.1e}")
-        ax.set_xscale("log")
-        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-        ax.set_xticks(xs, [f"{x:.1e}" for x in xs], rotation=45, ha="right", fontsize=6)
-        ax.set_title(f"{s['arm']}{' (optuna)' if s['searched'] else ''}", fontsize=8)
-        ax.set_xlabel("learning rate", fontsize=8)
-        ax.set_ylabel(f"{s['selected_on']} score", fontsize=8)
-        ax.tick_params(axis="y", labelsize=7)
-        ax.legend(fontsize=7)
-        ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[n:]:
-        ax.axis("off")
-    return fig
-
-
-def _rank_curve_plot(plt, result: SweepResult):
-    rules = result.rules or ("truncate",)
-    fig, axes = plt.subplots(1, len(rules), figsize=(5.5 * len(rules), 4.5), sharey=True, squeeze=False)
-    ranks = sorted({k for c in result.curves for k in c.ranks})
-    top = max([*result.envelope.values(), *(a for c in result.curves for a in c.mean)], default=1.0)
-    colors = _arm_colors(result)
-    for ax, rule in zip(axes[0], rules):
-        for arm in result.arms.values():
-            c = arm.curves.get(rule)
-            if c is None or (arm.method == "lora" and len(c.ranks) == 1):
-                continue
-            ax.errorbar(c.ranks, c.mean, yerr=c.std if any(c.std) else None, marker="o" if arm.one_run else "v",
-                        lw=2 if arm.one_run else 1, capsize=3, alpha=1 if arm.one_run else 0.6, color=colors[arm.name],
-                        label=arm.name + ("" if arm.one_run else " cut"))
-        if result.envelope:
-            ax.plot(list(result.envelope), list(result.envelope.values()), "s--", color=COLORS["lora"], lw=2,
-                    label=f"LoRA grid, each at its own rank ({len(result.envelope)} runs)")
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(ranks, [str(k) for k in ranks])
-        ax.set_xlabel("rank used at inference")
-        ax.set_title(f"rule: {rule}")
-        ax.set_ylim(0, max(1e-3, top) * 1.1)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    axes[0][0].set_ylabel("accuracy")
-    return fig
-
-
-def _aurac_plot(plt, result: SweepResult):
-    curves = [c for c in result.curves if len(c.ranks) > 1]
-    fig, ax = plt.subplots(figsize=(max(7, 0.45 * len(curves) + 2), 4.5))
-    x = range(len(curves))
-    ax.bar([i - 0.2 for i in x], [c.aurac for c in curves], 0.4, yerr=[c.aurac_std for c in curves], capsize=3,
-           label="AURAC", color="#4c72b0")
-    ax.bar([i + 0.2 for i in x], [c.aurac_log2 for c in curves], 0.4, label="AURAC (log2 rank)", color="#dd8452")
-    if result.envelope_aurac is not None:
-        ax.axhline(result.envelope_aurac, color=COLORS["lora"], ls="--", lw=1, label="LoRA grid envelope")
-    ax.set_xticks(list(x), [c.label for c in curves], rotation=30, ha="right", fontsize=7)
-    ax.set_ylabel("area under rank-accuracy curve")
-    ax.set_title("AURAC per arm and rule (LoRA-k: over ranks <= k)")
-    ax.legend(fontsize=8)
-    ax.grid(axis="y", alpha=0.3)
-    return fig
-
-
-def _cost_plot(plt, result: SweepResult):
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    pts = result.frontier["points"]
-    grid = [p for p in pts if p["kind"] == "lora-grid"]
-    hours = lambda p: f"{p['device_hours']:.3g} dev-h"  # noqa: E731  measured, beside the FLOPs
-    if grid:
-        ax.plot([p["flops"] for p in grid], [p["aurac"] for p in grid], "s-", color=COLORS["lora"],
-                label="LoRA grid, growing set (" + ", ".join(f"{p['label'].removeprefix('LoRA ')}: {hours(p)}"
-                                                             for p in grid) + ")")
-    for p in pts:
-        if p["kind"] != "lora-grid":
-            ax.plot(p["flops"], p["aurac"], {"truncate": "o", "prefix": "^", "svd": "*"}.get(p["rule"], "o"),
-                    ms=10, color=COLORS.get(p["kind"], "k"), alpha=0.8, label=f"{p['label']} (one run, {hours(p)})")
-    front = sorted((p for p in pts if p["pareto"]), key=lambda p: p["flops"])
-    if front:
-        ax.step([p["flops"] for p in front], [p["aurac"] for p in front], where="post", color="k",
-                alpha=0.4, lw=1, label="Pareto front")
-    ax.set_xscale("log")
-    return _labelled(fig, ax, "training + eval FLOPs (log)", "AURAC of the adapters you get",
-                     "What the compute buys", below=True)
-
-
-def _loss_plot(plt, losses: dict[str, list[tuple[int, float]]]):
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for tid, hist in losses.items():
-        if hist:
-            steps, vals = zip(*hist)
-            ax.plot(steps, vals, lw=1, label=tid)
-    return _labelled(fig, ax, "step", "train loss", "Training loss")
-
-
-def _labelled(fig, ax, xlabel: str, ylabel: str, title: str, below: bool = False):
-    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
-    ax.grid(alpha=0.3)
-    if below:   # many long labels: under the plot, not over its points
-        ax.legend(fontsize=6, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.14))
-    else:
-        ax.legend(fontsize=6, ncol=2)
-    return fig
-
-
-def _save(plt, fig, path: Path) -> Path:
-    fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")   # legends placed below an axes stay in the picture
-    tmp.replace(path)
-    plt.close(fig)
-    return path
-
+from .summary import outcome, verdict_lines
 
 # ---- page --------------------------------------------------------------------------------
 
@@ -208,27 +59,27 @@ def _verdict_html(result: SweepResult) -> str:
                "measured).</p>")
     if result.failed:
         out.append("<p class=bad>Failed trials: " + ", ".join(
-            f"{html.escape(t.trial_id)} ({html.escape(t.error or t.status)})" for t in result.failed) + "</p>")
+            f"{html.escape(t.trial_id)} ({html.escape(redact_text(t.error) or t.status)})" for t in result.failed) + "</p>")
     return "\n".join(out)
 
 
 def _one_run_html(result: SweepResult) -> str:
     if not result.one_run:
         return "<p>No one-run arm (Matryoshka, DyLoRA) finished: nothing to compare with the grid.</p>"
-    ranks = sorted({k for e in result.one_run for k in e["per_rank"]})
+    ranks = sorted({k for e in result.one_run for k in e.per_rank})
     head = "".join(f"<th>r{k}</th>" for k in ranks)
     env = "".join(f"<td>{_fmt(result.envelope.get(k))}</td>" for k in ranks)
-    body = [f"<tr><td>LoRA grid envelope ({result.grid['runs']} runs)</td><td></td><td></td>{env}"
+    body = [f"<tr><td>LoRA grid envelope ({result.grid.runs} runs)</td><td></td><td></td>{env}"
             f"<td>{_fmt(result.envelope_aurac)}</td><td>100%</td><td>100%</td><td>100%</td><td></td></tr>"]
     for e in result.one_run:
-        cells = "".join(f"<td>{_fmt(e['per_rank'][k]['accuracy'])}</td>" if k in e["per_rank"] else "<td></td>"
+        cells = "".join(f"<td>{_fmt(e.per_rank[k].accuracy)}</td>" if k in e.per_rank else "<td></td>"
                         for k in ranks)
-        body.append(f"<tr><td>{html.escape(e['label'])}</td><td>{e['lr']:.1e}</td><td>{e['seeds']}</td>{cells}"
-                    f"<td>{_fmt(e['aurac'])} &plusmn; {_fmt(e['aurac_std'])}</td>"
-                    f"<td>{_fmt(e['aurac_share'] and 100 * e['aurac_share'], '.0f')}%</td>"
-                    f"<td>{_fmt(e['flops_share'] and 100 * e['flops_share'], '.0f')}%</td>"
-                    f"<td>{_fmt(e['cost_share'] and 100 * e['cost_share'], '.0f')}%</td>"
-                    f"<td>{html.escape(e['outcome'])}</td></tr>")
+        body.append(f"<tr><td>{html.escape(e.label)}</td><td>{e.lr:.1e}</td><td>{e.seeds}</td>{cells}"
+                    f"<td>{_fmt(e.aurac)} &plusmn; {_fmt(e.aurac_std)}</td>"
+                    f"<td>{_fmt(e.aurac_share and 100 * e.aurac_share, '.0f')}%</td>"
+                    f"<td>{_fmt(e.flops_share and 100 * e.flops_share, '.0f')}%</td>"
+                    f"<td>{_fmt(e.cost_share and 100 * e.cost_share, '.0f')}%</td>"
+                    f"<td>{html.escape(outcome(e))}</td></tr>")
     return (f"<table><tr><th>one run [rule]</th><th>lr</th><th>seeds</th>{head}<th>AURAC</th><th>of envelope</th>"
             f"<th>FLOPs of grid</th><th>device-h of grid</th><th>against the grid</th></tr>{''.join(body)}</table>")
 
@@ -261,7 +112,7 @@ def _write_csv(result: SweepResult, ranks: list[int], path: Path) -> None:
             row = {"trial_id": t.trial_id, "run_id": t.run_id, "status": t.status, "arm": t.arm,
                    **{k: "" if v is None else v for k, v in dataclasses.asdict(t.spec).items()}}
             row.update({k: t.metrics.get(k, "") for k in fields if k not in row and k != "error"})
-            w.writerow({**row, "error": t.error or ""})
+            w.writerow({**row, "error": redact_text(t.error) or ""})
     tmp.replace(path)
 
 
@@ -282,11 +133,11 @@ def _markdown(result: SweepResult) -> str:
              " | AURAC | FLOPs / grid | score: chosen / best on test |",
              "|---" * (len(ranks) + 6) + "|"]
     if result.envelope:
-        lines.append(f"| LoRA grid envelope ({result.grid['runs']} runs, own rank) | | | " +
+        lines.append(f"| LoRA grid envelope ({result.grid.runs} runs, own rank) | | | " +
                      " | ".join(f"{result.envelope[k]:.3f}" if k in result.envelope else "" for k in ranks) +
                      f" | {result.envelope_aurac:.3f} | 1.00 | |")
     for arm in sorted(result.arms.values(), key=lambda a: (a.method != "lora", a.method, a.name)):
-        share = f"{arm.run_cost['total_flops'] / result.grid['flops']:.2f}" if result.grid["flops"] else ""
+        share = f"{arm.run_cost['total_flops'] / result.grid.flops:.2f}" if result.grid.flops else ""
         for c in arm.curves.values():
             n = len(c.trial_ids)
             cells = " | ".join(pm(c.mean[c.ranks.index(k)], c.std[c.ranks.index(k)], n) if k in c.ranks else ""
@@ -297,19 +148,23 @@ def _markdown(result: SweepResult) -> str:
 
 
 def _data(result: SweepResult, state: dict) -> dict:
-    exp = state.get("experiment", {})
-    as_dict = lambda x: dataclasses.asdict(x) if x is not None else None  # noqa: E731
-    return {"experiment": exp.get("name"), "tracking_uri": result.tracking_uri,
+    """report.json: every record of the SweepResult as plain data (dataclasses.asdict), in one place;
+    each comparison with its sentence (summary.outcome) beside it."""
+    plain = lambda x: dataclasses.asdict(x) if x is not None else None  # noqa: E731
+    compared = lambda c: {**plain(c), "outcome": outcome(c)}  # noqa: E731
+    return {"experiment": state.get("experiment", {}).get("name"), "tracking_uri": redact_uri(result.tracking_uri),
             "parent_run_id": result.parent_run_id, "tolerance": result.tolerance, "rules": list(result.rules),
-            "verdict": [as_dict(c) for c in result.verdict], "recommended": as_dict(result.recommended),
-            "best_matryoshka": result.best_matryoshka, "one_run": list(result.one_run),
+            "verdict": [plain(c) for c in result.verdict], "recommended": plain(result.recommended),
+            "best_matryoshka": result.best_matryoshka and compared(result.best_matryoshka),
+            "one_run": [compared(c) for c in result.one_run],
             "envelope": result.envelope, "envelope_aurac": result.envelope_aurac,
-            "envelope_aurac_log2": result.envelope_aurac_log2, "grid": result.grid,
-            "curves": [as_dict(c) for c in result.curves], "cost_frontier": result.frontier, "compute_frontier": result.compute,
+            "envelope_aurac_log2": result.envelope_aurac_log2, "grid": plain(result.grid),
+            "curves": [plain(c) for c in result.curves], "cost_plot": plain(result.cost_plot),
+            "compute_frontier": plain(result.compute_frontier), "searches": [plain(s) for s in result.searches],
             "arms": {n: {**{k: v for k, v in dataclasses.asdict(a.spec).items() if k not in ("lr", "seed", "sample")},
                          "run_cost": a.run_cost, "total_cost": a.total_cost,
                          "trials": len(a.trials)} for n, a in result.arms.items()},
-            "failed": [{"trial_id": t.trial_id, "status": t.status, "error": t.error} for t in result.failed]}
+            "failed": [{"trial_id": t.trial_id, "status": t.status, "error": redact_text(t.error)} for t in result.failed]}
 
 
 def write_report(output_dir: str | Path, result: SweepResult | None = None, tracking_uri: str | None = None) -> Path:
@@ -324,7 +179,7 @@ def write_report(output_dir: str | Path, result: SweepResult | None = None, trac
     losses = {t.trial_id: tracking.metric_history(result.tracking_uri, t.run_id, "train_loss") for t in result.trials}
     rep = out / "report"
     rep.mkdir(parents=True, exist_ok=True)
-    pngs = _plots(result, losses, rep) if result.trials else []
+    pngs = plots(result, losses, rep) if result.trials else []
     atomic_write(rep / "report.json", lambda p: p.write_text(json.dumps(_data(result, state), indent=2, default=str)))
     _write_csv(result, ranks, rep / "runs.csv")
     atomic_write(rep / "summary.md", lambda p: p.write_text(_markdown(result) + "\n" + frontier_markdown(result)))
@@ -335,7 +190,7 @@ def write_report(output_dir: str | Path, result: SweepResult | None = None, trac
 <style>{CSS}</style></head><body>
 <h1>mlora sweep report: {name}</h1>
 <p class=sub>model {html.escape(str(exp.get('model')))} &middot; {len(result.trials)} trials &middot; MLflow
-{html.escape(result.tracking_uri)} (parent run {html.escape(result.parent_run_id)})</p>
+{html.escape(redact_uri(result.tracking_uri))} (parent run {html.escape(result.parent_run_id)})</p>
 <h2>Verdict</h2>
 {_verdict_html(result)}
 <h2>One run vs the LoRA grid</h2>

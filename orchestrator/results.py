@@ -9,10 +9,11 @@ trials in (record.py reads them from MLflow, the source of truth), numbers out; 
                the lr chosen for that curve
     candidate  a curve at one rank: an adapter a user could deploy there, at its arm's cost
 
-The choices, each made here once:
-  - lr, per curve: the best mean over seeds of its AURAC (one-run arms) or of its accuracy at
-    its own rank (LoRA-k), on validation when trials have validation curves, else on test
-  - the grid: one LoRA-k per rank, each at the least budget the sweep ran it at (more budgets
+The choices, each made here once (the two tests they use: decisions.py):
+  - lr, per curve: the best mean over seeds of its selection score (decisions.selection_score:
+    AURAC for one-run arms, accuracy at its own rank for LoRA-k), on validation when trials have
+    validation curves, else on test
+  - the LoRA grid: one LoRA-k per rank, each at the least budget the sweep ran it at (more budgets
     are arms of their own); envelope: at rank k, the grid's LoRA-k at its own rank
   - verdict at rank k: the cheapest candidate (FLOPs of one run) within `tolerance` of the best
     accuracy at k
@@ -20,7 +21,8 @@ The choices, each made here once:
     anywhere, and the cheapest such candidate there (what the registry registers)
   - best Matryoshka: the Matryoshka curve with the highest AURAC; it "paid off" when it costs less
     than the grid (FLOPs) and is within `tolerance` of the envelope (or above) at every rank
-    ("partly": at some ranks)
+    ("partly": at some ranks); comparison.py
+  - the cost plot (cost_plot.py) and the compute-matched frontier (frontier.py) from the same arms
 """
 from __future__ import annotations
 
@@ -29,14 +31,19 @@ from dataclasses import dataclass, field
 
 from mlora_core.aurac import aurac
 
-from .frontier import compute_frontier
-from .plan import TrialSpec, grid_of
+from .comparison import Comparison, GridCost, SearchTrace, against_grid, grid_cost, search_trace
+from .cost_plot import CostPlot, cost_plot
+from .decisions import selection_score, within
+from .frontier import ComputeFrontier, compute_frontier
+from .messages import SweepRef
+from .plan import TrialSpec, lora_grid
 
 COST_KEYS = ("device_hours", "total_flops", "train_flops", "wall_seconds", "cost_usd", "train_tokens")
 
 
 @dataclass(frozen=True)
 class Trial:
+    """One trial as its MLflow run holds it (tracking.read_trials), with its curves read by name."""
     spec: TrialSpec                              # its identity (plan.py)
     run_id: str
     status: str                                  # FINISHED | FAILED | RUNNING ...
@@ -57,13 +64,10 @@ class Trial:
         return self.status == "FINISHED" and bool(self.curves)
 
     def score(self, rule: str, on_test: bool = False) -> float:
-        """What the lr is chosen by: validation if the trial has it (and not `on_test`), else test."""
+        """What the lr is chosen by (decisions.selection_score): on validation if the trial has it
+        (and not `on_test`), else on test."""
         curve = (None if on_test else self.val_curves.get(rule)) or self.curves.get(rule) or {}
-        if not curve:
-            return 0.0
-        if not self.spec.one_run:
-            return curve.get(self.rank, 0.0)
-        return aurac(list(curve), list(curve.values()))
+        return selection_score(curve, self.rank, self.spec.one_run)
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,16 @@ class Arm:
     rank = property(lambda self: self.spec.rank)
     one_run = property(lambda self: self.spec.one_run)   # every rank from one run (Matryoshka, DyLoRA)
 
+    @property
+    def own_rank_curve(self) -> Curve:
+        """The curve that gives a LoRA-k's accuracy at its own rank k: any (every rule is s(k) A B
+        there), so the first. What the envelope, the cost plot and every LoRA grid read."""
+        return next(iter(self.curves.values()))
+
+    @property
+    def at_own_rank(self) -> float | None:
+        return self.own_rank_curve.at(self.rank)
+
 
 @dataclass(frozen=True)
 class Candidate:
@@ -130,14 +144,14 @@ class SweepResult:
     envelope: dict[int, float]
     envelope_aurac: float | None
     envelope_aurac_log2: float | None
-    grid: dict                                   # the LoRA grid: runs, one-grid cost, what the sweep spent on it
-    one_run: tuple[dict, ...]                    # every one-run curve against the grid, best first
-    best_matryoshka: dict | None                 # the first Matryoshka entry of one_run
+    grid: GridCost                               # the LoRA grid's cost
+    one_run: tuple[Comparison, ...]              # every one-run curve against the grid, best first
+    best_matryoshka: Comparison | None           # the first Matryoshka entry of one_run
     verdict: tuple[Candidate, ...]               # per rank: best accuracy for the least compute
     recommended: Candidate | None
-    frontier: dict                               # the cost plot's points (cost_frontier)
-    searches: tuple[dict, ...] = ()              # per arm with several lrs: lr vs validation score
-    compute: dict = field(default_factory=dict)  # one run vs grids at every compute, break-evens (frontier.py)
+    cost_plot: CostPlot                          # AURAC vs cost: the grid grown rank by rank, each single run
+    searches: tuple[SearchTrace, ...] = ()       # per arm with several lrs: lr vs validation score
+    compute_frontier: ComputeFrontier = ComputeFrontier()   # one run vs grids at every compute (frontier.py)
 
     @property
     def failed(self) -> list[Trial]:
@@ -151,7 +165,6 @@ class SweepResult:
     @property
     def curves(self) -> list[Curve]:
         return [c for a in self.arms.values() for c in a.curves.values()]
-
 
 
 # ---- aggregation ------------------------------------------------------------------------
@@ -204,7 +217,7 @@ def cheapest_within(candidates: list[Candidate], best: float, tolerance: float) 
     """The cheapest candidate within `tolerance` of `best` (ties: the more accurate). Cost is the
     FLOPs of one run: a function of the config, so the choice does not move with machine load
     (measured device-hours do; they are reported beside it)."""
-    good = [c for c in candidates if c.accuracy >= best - tolerance - 1e-12]
+    good = [c for c in candidates if within(c.accuracy, best, tolerance)]
     return min(good, key=lambda c: (c.flops, -c.accuracy))
 
 
@@ -223,115 +236,22 @@ def recommend(candidates: list[Candidate], tolerance: float) -> Candidate | None
     if not candidates:
         return None
     best = max(c.accuracy for c in candidates)
-    k = min(c.rank for c in candidates if c.accuracy >= best - tolerance - 1e-12)
+    k = min(c.rank for c in candidates if within(c.accuracy, best, tolerance))
     return cheapest_within([c for c in candidates if c.rank == k], best, tolerance)
 
 
-def grid_arms(arms: dict[str, Arm]) -> list[Arm]:
+def lora_grid_arms(arms: dict[str, Arm]) -> list[Arm]:
     """The LoRA grid: per rank, the LoRA-k arm with results at the least budget the sweep ran it at."""
-    return [arms[s.arm] for s in grid_of(a.spec for a in arms.values() if a.curves)]
+    return [arms[s.arm] for s in lora_grid(a.spec for a in arms.values() if a.curves)]
 
 
 def _envelope(grid: list[Arm]) -> dict[int, float]:
-    # every rule is s(r) A B at a LoRA's own rank: any curve gives it
-    env = {a.rank: next(iter(a.curves.values())).at(a.rank) for a in grid}
+    env = {a.rank: a.at_own_rank for a in grid}
     return {k: v for k, v in env.items() if v is not None}
 
 
-def _grid(arms: dict[str, Arm], grid: list[Arm]) -> dict:
-    lora = [a for a in arms.values() if not a.one_run]
-    return {"runs": len(grid), "device_hours": sum(a.run_cost["device_hours"] for a in grid),
-            "flops": sum(a.run_cost["total_flops"] for a in grid), "trials": sum(len(a.trials) for a in lora),
-            "spent_device_hours": sum(a.total_cost["device_hours"] for a in lora)}
-
-
-def _against_grid(arm: Arm, curve: Curve, env: dict[int, float], grid: dict, tolerance: float) -> dict:
-    """One one-run curve against the LoRA grid: AURAC share of the envelope's (over the ranks
-    both have), cost share of one grid, and at which ranks it is within tolerance of it."""
-    common = [k for k in curve.ranks if k in env]
-    entry = {"arm": arm.name, "rule": curve.rule, "label": curve.label, "method": arm.method,
-             "objective": arm.spec.objective, "p_schedule": arm.spec.p_schedule, "budget": arm.spec.budget, "lr": curve.lr,
-             "seeds": len(curve.trial_ids), "aurac": curve.aurac, "aurac_std": curve.aurac_std,
-             "aurac_log2": curve.aurac_log2, "device_hours": arm.run_cost["device_hours"],
-             "flops": arm.run_cost["total_flops"],
-             "cost_share": arm.run_cost["device_hours"] / grid["device_hours"] if grid["device_hours"] else None,
-             "flops_share": arm.run_cost["total_flops"] / grid["flops"] if grid["flops"] else None,
-             "per_rank": {k: {"accuracy": curve.at(k), "std": dict(zip(curve.ranks, curve.std))[k],
-                              "grid": env.get(k)} for k in curve.ranks},
-             "aurac_share": None, "within": [k for k in common if curve.at(k) >= env[k] - tolerance - 1e-12]}
-    if len(common) >= 1:
-        e_sub = aurac(common, [env[k] for k in common])
-        entry["aurac_share"] = aurac(common, [curve.at(k) for k in common]) / e_sub if e_sub else None
-    cheaper = entry["flops_share"] is not None and entry["flops_share"] < 1   # FLOPs: load-independent
-    everywhere = bool(common) and len(entry["within"]) == len(common)
-    entry["paid_off"] = "yes" if cheaper and everywhere else "partly" if cheaper and entry["within"] else "no"
-    entry["outcome"] = (
-        "pays off: as good as the grid at every rank, for less compute" if cheaper and everywhere else
-        f"pays off at ranks {entry['within']} only (cheaper than the grid)" if cheaper and entry["within"] else
-        "no cheaper than the grid, though as good at every rank" if everywhere else
-        "does not pay off: no cheaper than the grid, and worse at some rank" if not cheaper else
-        "does not pay off: cheaper, but worse than the grid at every rank")
-    return entry
-
-
-def search_trace(arm: Arm, rule: str) -> dict | None:
-    """An arm's lr choice under `rule`: each lr's selection score (validation when present; mean over
-    the seeds every lr ran), the chosen lr, and the trials it took against the grid it replaces."""
-    curve = arm.curves.get(rule)
-    done = [t for t in arm.trials if t.ok and rule in t.curves]
-    lrs = sorted({t.lr for t in done})
-    if curve is None or len(lrs) < 2:
-        return None
-    common = set.intersection(*({t.seed for t in done if t.lr == lr} for lr in lrs)) or {t.seed for t in done}
-    points = [{"lr": lr, "score": statistics.fmean(t.score(rule) for t in done if t.lr == lr and t.seed in common)}
-              for lr in lrs]
-    seeds, tried = {t.seed for t in arm.trials}, {t.lr for t in arm.trials}
-    return {"arm": arm.name, "rule": rule, "points": points, "chosen": curve.lr, "selected_on": curve.selected_on,
-            "searched": any(t.spec.sample is not None for t in arm.trials), "trials": len(arm.trials),
-            "lrs_tried": len(tried), "grid_trials": len(tried) * len(seeds)}
-
-
-def _usable(curves: list[dict[int, float]], ranks: list[int]) -> list[float]:
-    """At deployment rank j: the best accuracy any adapter of the set reaches at a rank <= j."""
-    out = []
-    for j in ranks:
-        best = 0.0
-        for c in curves:
-            below = [k for k in c if k <= j]
-            if below:
-                best = max(best, c[j] if j in c else c[max(below)])
-        out.append(best)
-    return out
-
-
-def cost_frontier(arms: dict[str, Arm], ranks: list[int]) -> dict:
-    """Points (FLOPs and device-hours, AURAC of the adapters you get) for the LoRA grid grown rank by
-    rank and for every single run served under each rule; plus which points are Pareto-optimal in
-    FLOPs (a function of the config, like the verdict's choices; device-hours move with load)."""
-    if not ranks:
-        return {"ranks": [], "points": []}
-    lora = grid_arms(arms)
-    points, spent, flops, own = [], 0.0, 0.0, []
-    for i, a in enumerate(lora):
-        spent, flops = spent + a.run_cost["device_hours"], flops + a.run_cost["total_flops"]
-        own.append({a.rank: next(iter(a.curves.values())).at(a.rank)})
-        label = "LoRA " + ("+".join(f"r{x.rank}" for x in lora[:i + 1]) if i < 3 else f"r{lora[0].rank}..r{a.rank}")
-        points.append({"label": label, "kind": "lora-grid", "rule": None, "device_hours": spent, "flops": flops,
-                       "aurac": aurac(ranks, _usable(own, ranks))})
-    singles = [a for a in arms.values() if a.one_run] + lora[-1:]
-    for a in singles:
-        for c in a.curves.values():
-            points.append({"label": c.label, "kind": a.method, "rule": c.rule, "device_hours": a.run_cost["device_hours"],
-                           "flops": a.run_cost["total_flops"],
-                           "aurac": aurac(ranks, _usable([dict(zip(c.ranks, c.mean))], ranks))})
-    for p in points:  # Pareto: no other point is at most as costly and at least as good, one strictly
-        p["pareto"] = not any(q is not p and q["flops"] <= p["flops"] and q["aurac"] >= p["aurac"]
-                              and (q["flops"] < p["flops"] or q["aurac"] > p["aurac"]) for q in points)
-    return {"ranks": ranks, "points": points}
-
-
-def aggregate(trials: list[Trial], tolerance: float = 0.01, tracking_uri: str = "", parent_run_id: str = "",
-              rules: tuple[str, ...] | None = None) -> SweepResult:
+def aggregate(trials: list[Trial], tolerance: float = 0.01, rules: tuple[str, ...] | None = None,
+              sweep: SweepRef = SweepRef()) -> SweepResult:
     """Everything the summary, report and registry need, computed once. `rules`: the sweep's, in its
     order (the first is the primary); default: as the trials' curves list them."""
     order = {"matryoshka": 0, "dylora": 1, "lora": 2}
@@ -341,19 +261,17 @@ def aggregate(trials: list[Trial], tolerance: float = 0.01, tracking_uri: str = 
     for t in trials:
         by_arm.setdefault(t.arm, []).append(t)
     arms = {name: _arm(name, ts, rules) for name, ts in by_arm.items()}
-    grid_runs = grid_arms(arms)
-    env = _envelope(grid_runs)
+    grid_arms = lora_grid_arms(arms)
+    env = _envelope(grid_arms)
     env_aurac = aurac(list(env), list(env.values())) if env else None
     env_aurac2 = aurac(list(env), list(env.values()), log2=True) if env else None
-    grid = _grid(arms, grid_runs)
-    one_run = sorted((_against_grid(a, c, env, grid, tolerance) for a in arms.values() if a.one_run
-                      for c in a.curves.values()), key=lambda e: -e["aurac"])
+    grid = grid_cost(arms, grid_arms)
+    one_run = sorted((against_grid(a, c, env, grid, tolerance) for a in arms.values() if a.one_run
+                      for c in a.curves.values()), key=lambda e: -e.aurac)
     candidates = _candidates(arms)
     ranks = sorted({c.rank for c in candidates})
     searches = tuple(s for a in arms.values() if rules and (s := search_trace(a, rules[0])) is not None)
-    return SweepResult(tracking_uri, parent_run_id, tolerance, rules, tuple(trials), arms, env, env_aurac, env_aurac2,
-                       grid, tuple(one_run), next((e for e in one_run if e["method"] == "matryoshka"), None),
-                       verdict(candidates, tolerance), recommend(candidates, tolerance), cost_frontier(arms, ranks),
-                       searches, compute_frontier(arms, env, grid["flops"], tolerance))
-
-
+    return SweepResult(sweep.tracking_uri, sweep.parent_run_id, tolerance, rules, tuple(trials), arms, env, env_aurac,
+                       env_aurac2, grid, tuple(one_run), next((e for e in one_run if e.method == "matryoshka"), None),
+                       verdict(candidates, tolerance), recommend(candidates, tolerance),
+                       cost_plot(arms, grid_arms, ranks), searches, compute_frontier(arms, env, grid.flops, tolerance))

@@ -1,7 +1,7 @@
 """Hyperparameter search on Ray Tune: Optuna's TPE per searched arm, and ASHA within each arm.
 
-`SweepSearcher` is the one Tune Searcher of a sweep that searches: it hands out the grid
-arms' fixed trials and, for each searched arm (plan.SearchGroup), asks that arm's own Ray Tune
+`SweepSearcher` is the one Tune Searcher of a sweep that searches: it hands out the planned
+trials (the arms whose lrs are a fixed list) and, for each searched arm (plan.SearchGroup), asks that arm's own Ray Tune
 `OptunaSearch` for `num_samples` learning rates on the first seed, then repeats the best one
 (on validation: metrics.search_score) on the other seeds. Arms never share a study: LoRA-1's
 best lr says nothing about Matryoshka's.
@@ -25,6 +25,7 @@ from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from . import tracking
+from .messages import TrialContext
 from .plan import SearchGroup, TrialSpec
 
 METRIC = "search_score"
@@ -105,13 +106,14 @@ class _Arm:
 
 
 class SweepSearcher(Searcher):
-    def __init__(self, grid: list[TrialSpec], groups: list[SearchGroup], ctx: dict, primary_rule: str):
+    def __init__(self, planned: list[TrialSpec], groups: list[SearchGroup], ctx: TrialContext, primary_rule: str):
         # no metric for Tune itself: it would demand it in every progress report; the arms' studies
         # read METRIC from the final one (worker.py)
         super().__init__(metric=None, mode=None)
-        self._ctx = ctx
+        self._ctx = ctx.to_dict()                         # what every trial gets (Tune's config: plain data)
+        self._sweep = ctx.sweep
         self._rule = primary_rule
-        self._grid = list(grid)                           # grid trials not handed out yet
+        self._planned = list(planned)                     # planned trials not handed out yet
         self._arms = {g.arm: _Arm(g) for g in groups}
         self._issued: dict[str, TrialSpec] = {}           # Tune's trial id -> spec
         self._synced = False
@@ -122,7 +124,7 @@ class SweepSearcher(Searcher):
     def suggest(self, trial_id: str):
         if not self._synced:
             self._sync()
-        spec = self._grid.pop(0) if self._grid else None
+        spec = self._planned.pop(0) if self._planned else None
         states = []
         for arm in self._arms.values() if spec is None else ():
             # one arm at a time: an arm's next() draws a sample, which must then run
@@ -149,7 +151,7 @@ class SweepSearcher(Searcher):
             return
         known = {t.trial_id for t in self._issued.values()} | {t.trial_id for a in self._arms.values()
                                                                for t in a.samples.values()}
-        runs = [t for t in tracking.read_trials(self._ctx["tracking_uri"], self._ctx["parent_run_id"])
+        runs = [t for t in tracking.read_trials(self._sweep)
                 if t.spec.arm in self._arms and t.spec.sample is not None]
         for run in sorted(runs, key=lambda t: t.spec.sample):   # in sample order: each adoption replays one draw
             finished = run.status == "FINISHED"

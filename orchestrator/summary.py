@@ -1,12 +1,26 @@
 """The end-of-sweep summary: every curve as a table and the verdict in words, from a SweepResult."""
 from __future__ import annotations
 
+from .comparison import Comparison
 from .frontier import frontier_lines
 from .results import SweepResult
 
 
 def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.0f}%"
+
+
+def outcome(c: Comparison) -> str:
+    """A one-run curve against the grid, in words (the summary's and the report's)."""
+    if c.paid_off == "yes":
+        return "pays off: as good as the grid at every rank, for less compute"
+    if c.paid_off == "partly":
+        return f"pays off at ranks {list(c.within)} only (cheaper than the grid)"
+    if c.everywhere:
+        return "no cheaper than the grid, though as good at every rank"
+    if not c.cheaper:
+        return "does not pay off: no cheaper than the grid, and worse at some rank"
+    return "does not pay off: cheaper, but worse than the grid at every rank"
 
 
 def verdict_lines(result: SweepResult) -> list[str]:
@@ -19,14 +33,14 @@ def verdict_lines(result: SweepResult) -> list[str]:
                      + (f"  (LoRA-{c.rank} at its own rank: {grid:.3f})" if grid is not None else ""))
     m = result.best_matryoshka
     if m is not None:
-        spread = f" +- {m['aurac_std']:.3f} over {m['seeds']} seeds" if m["seeds"] > 1 else ""
-        lines.append(f"best Matryoshka: {m['label']} (objective {m['objective']}, budget x{m['budget']:g}, lr "
-                     f"{m['lr']:.1e}): AURAC {m['aurac']:.3f}{spread} = {_pct(m['aurac_share'])} of the grid "
-                     f"envelope's, for {_pct(m['flops_share'])} of the grid's FLOPs ({_pct(m['cost_share'])} of its "
-                     f"device-hours; {result.grid['runs']} run{'s' if result.grid['runs'] != 1 else ''}): "
-                     f"{m['outcome']} (within {result.tolerance:g} of the grid: ranks {m['within'] or 'none'})")
-    if result.compute:
-        lines += frontier_lines(result.compute, result.tolerance)
+        spread = f" +- {m.aurac_std:.3f} over {m.seeds} seeds" if m.seeds > 1 else ""
+        runs = result.grid.runs
+        lines.append(f"best Matryoshka: {m.label} (objective {m.objective}, budget x{m.budget:g}, lr "
+                     f"{m.lr:.1e}): AURAC {m.aurac:.3f}{spread} = {_pct(m.aurac_share)} of the grid "
+                     f"envelope's, for {_pct(m.flops_share)} of the grid's FLOPs ({_pct(m.cost_share)} of its "
+                     f"device-hours; {runs} run{'s' if runs != 1 else ''}): "
+                     f"{outcome(m)} (within {result.tolerance:g} of the grid: ranks {list(m.within) or 'none'})")
+    lines += frontier_lines(result.compute_frontier, result.tolerance)
     if result.recommended is not None:
         r = result.recommended
         lines.append(f"recommended: rank {r.rank}, {r.label} ({r.accuracy:.3f}; the smallest rank within "
@@ -35,10 +49,10 @@ def verdict_lines(result: SweepResult) -> list[str]:
         lines.append(f"learning rates chosen on {result.selected_on}; every accuracy above is on the test set"
                      + ("" if result.selected_on == "validation" else " (so optimistic: the best of the lrs tried)"))
     for s in result.searches:
-        if s["searched"]:
-            lines.append(f"search {s['arm']}: {s['trials']} trials ({s['lrs_tried']} lrs on the first seed, the "
-                         f"chosen lr {s['chosen']:.2e} on the others) where a grid of those lrs x seeds runs "
-                         f"{s['grid_trials']}")
+        if s.searched:
+            lines.append(f"search {s.arm}: {s.trials} trials ({s.lrs_tried} lrs on the first seed, the "
+                         f"chosen lr {s.chosen:.2e} on the others) where a grid of those lrs x seeds runs "
+                         f"{s.grid_trials}")
     return lines
 
 
@@ -56,16 +70,16 @@ def print_summary(result: SweepResult) -> dict:
     for t in result.failed:
         print(f"{t.trial_id:<44} {t.status}: {t.error or 'no result'}")
     print("\n" + "\n".join(verdict_lines(result)))
-    metrics = {"failed_trials": len(result.failed), "grid_device_hours": result.grid["device_hours"]}
+    metrics = {"failed_trials": len(result.failed), "grid_device_hours": result.grid.device_hours}
     if result.envelope_aurac is not None:
         metrics["envelope_aurac"] = result.envelope_aurac
     m = result.best_matryoshka
     if m is not None:
-        metrics.update(best_matryoshka_aurac=m["aurac"])
-        if m["cost_share"] is not None:
-            metrics["best_matryoshka_cost_share"] = m["cost_share"]
-        if m["aurac_share"] is not None:
-            metrics["best_matryoshka_aurac_share"] = m["aurac_share"]
+        metrics.update(best_matryoshka_aurac=m.aurac)
+        if m.cost_share is not None:
+            metrics["best_matryoshka_cost_share"] = m.cost_share
+        if m.aurac_share is not None:
+            metrics["best_matryoshka_aurac_share"] = m.aurac_share
     if result.recommended is not None:
         metrics.update(recommended_rank=result.recommended.rank, recommended_accuracy=result.recommended.accuracy)
     return metrics

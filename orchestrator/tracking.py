@@ -16,31 +16,24 @@ import os
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
+from . import metrics as names
 from .load import first_line
-from .metrics import trial_metrics
+from .messages import SweepRef, TrialContext, TrialOutcome
 from .plan import TrialSpec
+from .redact import redact_text
+from .results import Trial
 
 # how long a trial waits for a store that is away (a tracking server restarting), beyond MLflow's
 # own ~2 min of retries, before its trial fails (its result stays in its checkpoint: see worker.py)
 PATIENCE_S = float(os.environ.get("MLORA_TRACKING_PATIENCE_S", "600"))
 PARENT_TAG = "mlflow.parentRunId"
 RECORD_TAG = "mlora.trial"      # TrialSpec.to_json()
-
-
-@dataclass(frozen=True)
-class TrackedTrial:
-    """A trial as its MLflow run holds it."""
-    spec: TrialSpec
-    run_id: str
-    status: str                  # FINISHED | FAILED | RUNNING ...
-    error: str | None
-    metrics: dict[str, float]
 
 
 def client(tracking_uri: str) -> MlflowClient:
@@ -89,14 +82,34 @@ def experiment_id(c: MlflowClient, name: str, artifact_location: str | None = No
     return c.create_experiment(name, artifact_location=artifact_location)
 
 
-def start_sweep_run(tracking_uri: str, experiment: str, sweep_name: str, params: dict, tags: dict,
-                    artifact_location: str | None = None) -> tuple[str, str]:
+@dataclass(frozen=True)
+class SweepRun:
+    """A sweep's parent run, to create: where, under which MLflow experiment, named what."""
+    tracking_uri: str
+    experiment: str
+    name: str
+    params: dict = field(default_factory=dict)
+    tags: dict = field(default_factory=dict)
+    artifact_location: str | None = None   # the experiment's, when it is new
+
+
+def start_sweep_run(run: SweepRun) -> tuple[str, str]:
     """(experiment id, parent run id)."""
-    c = client(tracking_uri)
-    exp_id = experiment_id(c, experiment, artifact_location)
-    run = c.create_run(exp_id, run_name=sweep_name, tags={**tags, "mlora.kind": "sweep"})
-    _log_params(c, run.info.run_id, params)
-    return exp_id, run.info.run_id
+    c = client(run.tracking_uri)
+    exp_id = experiment_id(c, run.experiment, run.artifact_location)
+    created = c.create_run(exp_id, run_name=run.name, tags={**run.tags, "mlora.kind": "sweep"})
+    _log_params(c, created.info.run_id, run.params)
+    return exp_id, created.info.run_id
+
+
+def log_config(tracking_uri: str, run_id: str, config: dict) -> None:
+    """`config` (plan.resolved_config: plain data) as the run's artifact config.yaml, whole: what a
+    run ran with, never cut to fit a tag or param."""
+    import yaml
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp, "config.yaml")
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        client(tracking_uri).log_artifact(run_id, str(path))
 
 
 def _log_params(c: MlflowClient, run_id: str, params: dict) -> None:
@@ -107,10 +120,10 @@ def _log_params(c: MlflowClient, run_id: str, params: dict) -> None:
         c.log_batch(run_id, params=new[i:i + 100])
 
 
-def trial_run(tracking_uri: str, exp_id: str, parent_run_id: str, spec: TrialSpec, params: dict,
-              tags: dict) -> str:
+def trial_run(ctx: TrialContext, spec: TrialSpec, params: dict, tags: dict) -> str:
     """Create the trial's nested run, or continue the one it already has."""
-    c, trial_id = client(tracking_uri), spec.trial_id
+    c, trial_id, exp_id, parent_run_id = client(ctx.sweep.tracking_uri), spec.trial_id, ctx.experiment_id, \
+        ctx.sweep.parent_run_id
     found = c.search_runs([exp_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}' "
                                                   f"and tags.`mlora.trial_id` = '{trial_id}'")
     if found and found[0].info.status == "FINISHED":  # nothing to continue: leave it untouched
@@ -218,21 +231,22 @@ class SystemMetrics:
                 pass
 
 
-def log_trial_result(tracking_uri: str, run_id: str, result: dict, adapter_dir: str | None) -> None:
-    """Per-rank accuracy and AURAC under every rule, cost, the loss of every step the run does not
-    have yet (LiveMetrics sent the others), adapter + rank curve artifacts (metrics.py names
-    them); then FINISHED."""
+def log_trial_result(tracking_uri: str, run_id: str, outcome: TrialOutcome, adapter_dir: str | None) -> None:
+    """A finished trial's outcome: per-rank accuracy and AURAC under every rule, cost, the loss of
+    every step the run does not have yet (LiveMetrics sent the others), adapter + rank curve +
+    result artifacts (metrics.py names them); then FINISHED."""
+    result = outcome.result
     c = client(tracking_uri)
     ts = _now_ms()
     logged = _last_step(c, run_id)
     metrics = [Metric("train_loss", v, ts, i + 1) for i, v in enumerate(result["losses"])
                if i + 1 > logged and math.isfinite(v)]
-    metrics += [Metric(k, v, ts, 0) for k, v in trial_metrics(result).items()]
+    metrics += [Metric(k, v, ts, 0) for k, v in names.trial_metrics(result).items()]
     for i in range(0, len(metrics), 1000):
         c.log_batch(run_id, metrics=metrics[i:i + 1000])
     with tempfile.TemporaryDirectory() as tmp:
         Path(tmp, "rank_curve.json").write_text(json.dumps(result.get("curves") or result["curve"], indent=2))
-        Path(tmp, "result.json").write_text(json.dumps(result, indent=2))
+        Path(tmp, "result.json").write_text(json.dumps({**result, "metrics": outcome.progress}, indent=2))
         c.log_artifact(run_id, str(Path(tmp, "rank_curve.json")))
         c.log_artifact(run_id, str(Path(tmp, "result.json")))
     if adapter_dir and Path(adapter_dir).is_dir():
@@ -244,7 +258,7 @@ def log_trial_result(tracking_uri: str, run_id: str, result: dict, adapter_dir: 
 def fail_trial(tracking_uri: str, run_id: str, reason: str) -> None:
     c = client(tracking_uri)
     c.set_tag(run_id, "mlora.status", "failed")
-    c.set_tag(run_id, "mlora.error", reason[:4000])
+    c.set_tag(run_id, "mlora.error", redact_text(reason)[:4000])   # MLflow errors quote the URI
     c.set_terminated(run_id, status="FAILED")
 
 
@@ -266,11 +280,16 @@ def trial_runs(tracking_uri: str, parent_run_id: str) -> list:
                          max_results=10_000)
 
 
-def read_trials(tracking_uri: str, parent_run_id: str) -> list[TrackedTrial]:
-    """Every trial of a sweep, typed: the one reader of trial runs."""
-    return [TrackedTrial(TrialSpec.from_json(r.data.tags[RECORD_TAG]), r.info.run_id, r.info.status,
-                         r.data.tags.get("mlora.error"), dict(r.data.metrics))
-            for r in trial_runs(tracking_uri, parent_run_id) if RECORD_TAG in r.data.tags]
+def read_trials(sweep: SweepRef, rules: tuple[str, ...] = ()) -> list[Trial]:
+    """Every trial of a sweep, typed: the one reader of trial runs; its curves (test and validation)
+    read by name under `rules` (the sweep's, in its order; none: no curves, metrics only)."""
+    out = []
+    for r in trial_runs(sweep.tracking_uri, sweep.parent_run_id):
+        if RECORD_TAG in r.data.tags:
+            spec, m = TrialSpec.from_json(r.data.tags[RECORD_TAG]), dict(r.data.metrics)
+            out.append(Trial(spec, r.info.run_id, r.info.status, r.data.tags.get("mlora.error"),
+                             names.curves(m, rules, spec.rank), m, names.curves(m, rules, spec.rank, "val")))
+    return out
 
 
 def finished_metrics(tracking_uri: str, run_id: str) -> dict[str, float] | None:
@@ -283,6 +302,6 @@ def metric_history(tracking_uri: str, run_id: str, key: str) -> list[tuple[int, 
     return [(m.step, m.value) for m in client(tracking_uri).get_metric_history(run_id, key)]
 
 
-__all__ = ["RECORD_TAG", "LiveMetrics", "SystemMetrics", "TrackedTrial", "client", "end_sweep_run", "existing_store",
-           "fail_trial", "finished_metrics", "log_trial_result", "metric_history", "patiently", "read_trials",
+__all__ = ["RECORD_TAG", "LiveMetrics", "SweepRun", "SystemMetrics", "client", "end_sweep_run", "existing_store",
+           "fail_trial", "finished_metrics", "log_config", "log_trial_result", "metric_history", "patiently", "read_trials",
            "start_sweep_run", "trial_run", "trial_runs", "unreachable"]

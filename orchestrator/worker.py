@@ -12,11 +12,12 @@ which a 2-core machine otherwise takes from the trial still training beside it.
 from __future__ import annotations
 
 import gc
-import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
+
+from .messages import TrackingTarget, TrialOutcome, WorkerConfig
 
 
 class TrainSession:
@@ -63,7 +64,7 @@ def write_pid_file(trial_dir: Path, rank: int) -> None:
     os.replace(tmp, trial_dir / f"worker-{rank}.pid")
 
 
-def fresh_trial_state(cfg: dict) -> None:
+def fresh_trial_state(cfg: WorkerConfig) -> None:
     """What one trial must not inherit from another run earlier in the same process (the tune
     path reuses its process across trials, reuse_actors=True). mlora_core.run seeds torch's
     global RNG itself before its first random draw, and TrainConfig.threads sets torch's thread
@@ -80,41 +81,43 @@ def fresh_trial_state(cfg: dict) -> None:
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
-    if cfg["run_config"]["train"].get("compile"):
+    if cfg.run_config.train.compile:
         torch._dynamo.reset()
 
 
-def _live_tracking(tracking: dict | None, rank: int, resumed: bool):
+def _live_tracking(tracking: TrackingTarget | None, rank: int, resumed: bool):
     """(LiveMetrics, system-metrics monitor) into the trial's MLflow run, on rank 0 when the trial
     has one (a sweep's; `mlora train` has none). Imports MLflow only then."""
     if not tracking or rank != 0:
         return None, None
     from .tracking import LiveMetrics, SystemMetrics
-    live = LiveMetrics(tracking["uri"], tracking["run_id"])
-    monitor = SystemMetrics(tracking["uri"], tracking["run_id"], resumed) if tracking.get("system_metrics") else None
+    live = LiveMetrics(tracking.uri, tracking.run_id)
+    monitor = SystemMetrics(tracking.uri, tracking.run_id, resumed) if tracking.system_metrics else None
     return live, monitor
 
 
-def worker_loop(cfg: dict, session: TrainSession | TuneSession | None = None) -> dict:
+def worker_loop(cfg: WorkerConfig | dict, session: TrainSession | TuneSession | None = None) -> TrialOutcome:
     """Runs mlora_core.run; every metric and checkpoint leaves through `session` (default: this
-    Ray Train worker's). Returns the final payload: result.as_dict() plus a `metrics` block, or
-    {"error": ...} for a failure that a retry cannot fix (rank 0's is the one that counts)."""
-    from mlora_core.run import RunConfig, run
-    from mlora_core.train import Diverged, latest_checkpoint
+    Ray Train worker's, whose config arrives as WorkerConfig.to_dict()). Returns the trial's
+    outcome: its result, or the error of a failure that a retry cannot fix (rank 0's counts)."""
+    from mlora_core.checkpoint import latest_checkpoint
+    from mlora_core.run import run
+    from mlora_core.train import Diverged
 
     from .metrics import report_every
 
+    cfg = WorkerConfig.from_dict(cfg) if isinstance(cfg, dict) else cfg
     session = session or TrainSession()
     fresh_trial_state(cfg)
     rank = session.world_rank
-    trial_dir = Path(cfg["trial_dir"])
+    trial_dir = Path(cfg.trial_dir)
     trial_dir.mkdir(parents=True, exist_ok=True)
     write_pid_file(trial_dir, rank)
     resume_from = None
     checkpoint = session.get_checkpoint()
     if checkpoint is not None:  # Ray restarted this trial or worker group: continue from its last checkpoint
         resume_from = Path(checkpoint.to_directory(str(trial_dir / f"restore-{rank}")))
-    log_every = report_every(cfg["run_config"]["train"].get("steps") or 0)
+    log_every = report_every(cfg.run_config.train.steps or 0)
 
     def progress(metrics: dict) -> None:
         if live is not None:
@@ -127,41 +130,40 @@ def worker_loop(cfg: dict, session: TrainSession | TuneSession | None = None) ->
 
     if resume_from is not None and (resume_from / "final.json").is_file():
         # finished before, its result not logged (the store was away): that result, never a re-run
-        payload = json.loads((resume_from / "final.json").read_text())
+        outcome = TrialOutcome.from_json((resume_from / "final.json").read_text())
         if (resume_from / "adapter").is_dir():
-            payload["adapter_path"] = str(resume_from / "adapter")
-        return _final(session, payload, None)
-    live, monitor = _live_tracking(cfg.get("tracking"), rank, resumed=checkpoint is not None)
+            outcome = outcome.with_adapter(str(resume_from / "adapter"))
+        return _final(session, outcome, None)
+    live, monitor = _live_tracking(cfg.tracking, rank, resumed=checkpoint is not None)
     try:
-        result = run(RunConfig.from_dict(cfg["run_config"]), trial_dir, callback=progress,
+        result = run(cfg.run_config, trial_dir, callback=progress,
                      on_checkpoint=on_checkpoint, resume_from=resume_from, log=lambda m: print(m, flush=True))
     except (Diverged, ValueError, FileNotFoundError) as e:  # not worth a retry: report and stop
-        return _final(session, {"error": f"{type(e).__name__}: {e}"}, None)
+        return _final(session, TrialOutcome(error=f"{type(e).__name__}: {e}"), None)
     finally:
         for closing in (live, monitor):
             if closing is not None:
                 closing.close()
-    return _final(session, _payload(result, cfg["run_config"]),
+    return _final(session, _outcome(result, cfg.run_config),
                   latest_checkpoint(trial_dir / "checkpoints") if rank == 0 else None)
 
 
-def _payload(result, rc: dict) -> dict:
-    """A finished run's final payload: its result, plus the metrics Tune's table and a search read."""
+def _outcome(result, rc) -> TrialOutcome:
+    """A finished run's outcome: its result, plus the metrics Tune's table and a search read."""
     from .metrics import search_score, trial_metrics
     summary = trial_metrics(result.as_dict())
     progress_keys = ("aurac", *(k for k in summary if k.startswith("acc_rank_")))  # what Tune's table shows
-    score = search_score(summary, rc["adapter"]["method"], rc["adapter"]["rank"], rc["eval_rules"][0])
-    return {**result.as_dict(), "metrics": {"step": len(result.losses), "train_loss": result.losses[-1],
-                                            **{k: summary[k] for k in progress_keys},
-                                            **({"search_score": score} if score is not None else {})}}
+    score = search_score(summary, rc.adapter.method, rc.adapter.rank, rc.eval_rules[0])
+    return TrialOutcome(result.as_dict(), {"step": len(result.losses), "train_loss": result.losses[-1],
+                                           **{k: summary[k] for k in progress_keys},
+                                           **({"search_score": score} if score is not None else {})})
 
 
-def _final(session, payload: dict, extra_dir: Path | None) -> dict:
-    """The last report: rank 0's checkpoint holds final.json (the payload), the last training
-    checkpoint (so a restart is a no-op) and the adapter; returns the payload as read back (the same
-    lists and floats on both paths). failed=1 marks a trial that ended without a result: the sweep
-    counts it (exit code 1)."""
-    text = json.dumps(payload)
+def _final(session, outcome: TrialOutcome, extra_dir: Path | None) -> TrialOutcome:
+    """The last report: rank 0's checkpoint holds final.json (the outcome), the last training
+    checkpoint (so a restart is a no-op) and the adapter; returns the outcome as read back (the
+    same lists and floats on both paths)."""
+    text = outcome.to_json()
     rank = session.world_rank
     with tempfile.TemporaryDirectory() as tmp:
         if rank == 0:
@@ -169,8 +171,7 @@ def _final(session, payload: dict, extra_dir: Path | None) -> dict:
             if extra_dir is not None:
                 for f in extra_dir.iterdir():
                     shutil.copy2(f, tmp)
-            if payload.get("adapter_path"):
-                shutil.copytree(payload["adapter_path"], Path(tmp, "adapter"))
-        metrics = {"final": 1, **({"failed": 1} if "error" in payload else {}), **payload.get("metrics", {})}
-        session.report(metrics, checkpoint_dir=Path(tmp) if rank == 0 else None)
-    return json.loads(text)
+            if outcome.adapter_path:
+                shutil.copytree(outcome.adapter_path, Path(tmp, "adapter"))
+        session.report(outcome.report(), checkpoint_dir=Path(tmp) if rank == 0 else None)
+    return TrialOutcome.from_json(text)

@@ -7,7 +7,7 @@ import pytest
 
 from mlora_core import synthetic
 from mlora_core.builtin_model import build_tokenizer
-from mlora_core.tasks import parse_final_number
+from mlora_core.scoring.metrics import parse_final_number
 
 
 def test_examples_are_deterministic_and_well_formed():

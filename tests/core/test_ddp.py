@@ -9,8 +9,9 @@ import torch.multiprocessing as mp
 
 import mlora_core as mc
 from mlora_core.builtin_model import build_tokenizer
+from mlora_core.data.tasks import TaskConfig, load_examples
+from mlora_core.data.tokenize import tokenize
 from mlora_core.io import save_tensors
-from mlora_core.tasks import TaskConfig, load_examples, tokenize
 from mlora_core.train import TrainConfig, micro_batch_indices
 
 from .helpers import fit, tiny_llama
@@ -54,6 +55,6 @@ def test_ddp_two_workers_keep_adapters_identical(tmp_path, objective):
 
 def test_workers_see_disjoint_shards():
     for m in range(5):
-        r0 = micro_batch_indices(m, 64, 4, seed=0, rank=0, world_size=2)
-        r1 = micro_batch_indices(m, 64, 4, seed=0, rank=1, world_size=2)
+        r0 = micro_batch_indices(m, 64, 4, seed=0, worker=0, world_size=2)
+        r1 = micro_batch_indices(m, 64, 4, seed=0, worker=1, world_size=2)
         assert len(r0) == len(r1) == 4 and not set(r0) & set(r1)

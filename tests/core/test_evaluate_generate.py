@@ -5,8 +5,12 @@ import pytest
 import torch
 
 import mlora_core as mc
-from mlora_core.evaluate import _generate, _loss_terms, evaluate_ranks, function_rows, generate
-from mlora_core.tasks import TaskConfig, load_examples
+from mlora_core.data.tasks import TaskConfig, load_examples
+from mlora_core.functions import function_rows
+from mlora_core.scoring.generate import generate, generate_each
+from mlora_core.scoring.loss import eval_loss, loss_terms
+from mlora_core.scoring.metrics import parse_final_number
+from mlora_core.scoring.ranks import evaluate_ranks
 
 from .helpers import tiny_llama
 
@@ -57,7 +61,7 @@ def test_all_functions_generate_the_completions_of_one_at_a_time(model, tok, exa
     assert len({tuple(t) for t in alone.values()}) >= 4, "functions must differ, or the check proves nothing"
     together = {}
     for basis, idx, rows in function_rows(model, FUNCTIONS):
-        texts, tokens = _generate(model, tok, prompts * len(idx), 6, "cpu", 7,
+        texts, tokens = generate_each(model, tok, prompts * len(idx), 6, "cpu", 7,
                                   (basis, rows.repeat_interleave(len(prompts), 0)))
         assert min(tokens) > 0
         for j, i in enumerate(idx):
@@ -67,9 +71,9 @@ def test_all_functions_generate_the_completions_of_one_at_a_time(model, tok, exa
 
 
 def test_all_functions_give_the_eval_loss_of_one_at_a_time(model, tok, examples):
-    alone = one_at_a_time(model, lambda: _loss_terms(model, tok, examples, 64, 4, "cpu")[0])
+    alone = one_at_a_time(model, lambda: loss_terms(model, tok, examples, 64, 4, "cpu")[0])
     for basis, idx, rows in function_rows(model, FUNCTIONS):
-        sums, counts, _ = _loss_terms(model, tok, examples * len(idx), 64, 5, "cpu",
+        sums, counts, _ = loss_terms(model, tok, examples * len(idx), 64, 5, "cpu",
                                       (basis, rows.repeat_interleave(len(examples), 0)))
         assert counts.min() > 0
         for j, i in enumerate(idx):
@@ -84,8 +88,8 @@ def test_evaluate_ranks_gives_the_curves_of_one_function_at_a_time(model, tok, e
         for i, k in enumerate((1, 2, 4)):
             mc.set_rank(model, k, rule)
             texts, _ = generate(model, tok, [e.prompt for e in examples], max_new_tokens=6, batch_size=8)
-            correct = sum(mc.tasks.parse_final_number(t) == e.answer for t, e in zip(texts, examples))
-            loss, _ = mc.evaluate.eval_loss(model, tok, examples, 64, 8, "cpu")
+            correct = sum(parse_final_number(t) == e.answer for t, e in zip(texts, examples))
+            loss, _ = eval_loss(model, tok, examples, 64, 8, "cpu")
             assert curves[rule].accuracy[i] == correct / len(examples)
             assert curves[rule].eval_loss[i] == pytest.approx(loss, rel=1e-6)
     mc.set_rank(model, None)

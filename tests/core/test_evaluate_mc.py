@@ -9,8 +9,12 @@ import torch
 import transformers as tf
 
 import mlora_core as mc
-from mlora_core.evaluate import choice_scores, eval_loss, evaluate_ranks, multiple_choice, multiple_choice_reference, packable
-from mlora_core.tasks import Example, TaskConfig, load_examples, tokenize
+from mlora_core.data.example import Example
+from mlora_core.data.tasks import TaskConfig, load_examples
+from mlora_core.data.tokenize import tokenize
+from mlora_core.scoring.choice import choice_scores, multiple_choice, multiple_choice_reference, packable
+from mlora_core.scoring.loss import eval_loss
+from mlora_core.scoring.ranks import evaluate_ranks
 
 from .helpers import tiny_llama
 

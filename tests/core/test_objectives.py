@@ -7,9 +7,10 @@ import torch
 
 import mlora_core as mc
 from mlora_core.builtin_model import build_tokenizer
-from mlora_core.objectives import Pass, assign_ranks, passes, stratified_rng, update_scales
+from mlora_core.data.tasks import TaskConfig, load_examples
+from mlora_core.data.tokenize import collate, tokenize
+from mlora_core.objectives import Pass, assign_ranks, passes, stratified_rng
 from mlora_core.p_schedule import nested_p, rank_weights
-from mlora_core.tasks import TaskConfig, collate, load_examples, tokenize
 from mlora_core.train import TrainConfig, backward_passes
 
 from .helpers import fit, tiny_llama
@@ -153,7 +154,7 @@ def test_objective_is_a_matryoshka_setting_and_sets_the_full_rank_p():
     assert mc.p_vector(mc.AdapterConfig(rank=4, train_ranks=R, scaling="rank", alpha=4.0)).tolist() == [7, 3, 1, 1]
 
 
-@pytest.mark.parametrize("objective", ["per_rank", "stratified", "stratified_share"])
+@pytest.mark.parametrize("objective", ["per_rank", "stratified"])
 def test_nested_objectives_train_and_resume_exactly(tok_data, objective, tmp_path):
     tok, data = tok_data
     quiet = lambda *_: None  # noqa: E731
@@ -168,25 +169,3 @@ def test_nested_objectives_train_and_resume_exactly(tok_data, objective, tmp_pat
     summed = fit(fresh("summed"), data, cfg, tok.pad_token_id, log=quiet)
     # cost: per_rank runs |R| full passes a step, stratified one (the adapter at full rank either way)
     assert full.train_flops == pytest.approx(summed.train_flops * (len(R) if objective == "per_rank" else 1))
-
-
-def test_stratified_share_moves_each_component_by_one_over_its_share(tok_data):
-    """Same data, same assignment, same AdamW step: component j's update under stratified_share is
-    1/share_j times stratified's (share_j: the share of examples whose rank uses component j)."""
-    assert update_scales(mc.AdapterConfig(rank=16, train_ranks=(1, 4, 16), objective="stratified_share")).tolist() == \
-        pytest.approx([1.0] + [1.5] * 3 + [3.0] * 12)
-    assert update_scales(mc.AdapterConfig(rank=4, objective="stratified")) is None
-    tok, data = tok_data
-    cfg = TrainConfig(steps=1, batch_size=8, lr=1e-2, warmup_steps=0, log_every=0)
-    moved = {}
-    for objective in ("stratified", "stratified_share"):
-        model, _ = adapted(tok, objective)
-        start = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-        fit(model, data, cfg, tok.pad_token_id)
-        moved[objective] = {n: p.detach() - start[n] for n, p in model.named_parameters() if p.requires_grad}
-    scales = update_scales(adapted(tok, "stratified_share")[1]).double()   # R = (1, 2, 4): thirds -> 1, 1.5, 3, 3
-    assert scales.tolist() == pytest.approx([1.0, 1.5, 3.0, 3.0])
-    for name, plain in moved["stratified"].items():
-        expected = plain * (scales.view(-1, 1) if name.endswith("lora_A") else scales)
-        torch.testing.assert_close(moved["stratified_share"][name], expected)
-        assert plain.abs().sum() > 0

@@ -7,7 +7,8 @@ import importlib.util
 import pytest
 
 from mlora_core import offline_data
-from mlora_core.tasks import TaskConfig, load_examples, parse_final_number
+from mlora_core.data.tasks import TaskConfig, load_examples
+from mlora_core.scoring.metrics import parse_final_number
 
 
 @pytest.fixture(autouse=True)

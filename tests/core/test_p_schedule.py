@@ -78,3 +78,23 @@ def test_config_dict_round_trip():
     assert mc.AdapterConfig.from_dict(c.to_dict()) == c
     with pytest.raises(ValueError, match="unknown keys"):
         mc.AdapterConfig.from_dict({"rnak": 4})
+
+
+def test_one_rank_bound_check_everywhere(tmp_path):
+    """config.check_rank: the one check of a rank k of an adapter of max rank r, one line naming the field."""
+    from mlora_core.config import check_rank
+    from mlora_core.p_schedule import nested_p
+    assert check_rank(3, 4) == 3
+    for bad in (0, 5, 2.0, True, "2"):
+        with pytest.raises(ValueError, match=rf"^rank: {bad!r} is not an integer in \[1, 4\]$"):
+            check_rank(bad, 4)
+    model = mc.add_adapters(torch.nn.Sequential(torch.nn.Linear(4, 4)), mc.AdapterConfig(rank=4, target_modules=["0"]))
+    line = r"^rank: 5 is not an integer in \[1, 4\]$"
+    for call in (lambda: mc.set_rank(model, 5), lambda: model[0].factors(5), lambda: model[0].delta_weight(5, "svd"),
+                 lambda: mc.merge_adapters(model, 5), lambda: mc.save_adapter(model, tmp_path / "a", rank=5)):
+        with pytest.raises(ValueError, match=line):
+            call()
+    with pytest.raises(ValueError, match=r"^train_rank: 0 is not an integer in \[1, 4\]$"):
+        nested_p(model[0].config, 0)
+    with pytest.raises(ValueError, match=r"^eval_ranks: 8 is not an integer in \[1, 4\]$"):
+        mc.AdapterConfig(rank=4, eval_ranks=(1, 8))

@@ -7,8 +7,9 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from mlora_core.builtin_model import build_tokenizer
-from mlora_core.evaluate import generate
-from mlora_core.tasks import Example, prompt_ids, render_prompt, tokenize
+from mlora_core.data.example import Example
+from mlora_core.data.tokenize import prompt_ids, render_prompt, tokenize
+from mlora_core.scoring.generate import generate
 
 # a ChatML template (SmolLM2's shape) written with the builtin vocabulary's tokens
 CHATML = ("{% for m in messages %}<s>{{ m['role'] }}\n{{ m['content'] }}</s>\n{% endfor %}"

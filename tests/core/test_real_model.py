@@ -13,8 +13,9 @@ import pytest
 import torch
 
 import mlora_core as mc
+from mlora_core.data.tasks import TaskConfig, load_examples
+from mlora_core.data.tokenize import prompt_ids, tokenize
 from mlora_core.models import load_base_model, model_provenance
-from mlora_core.tasks import TaskConfig, load_examples, prompt_ids, tokenize
 
 from .helpers import fit
 
@@ -62,7 +63,7 @@ def trained(base_dir):
 
 
 def mc_batch(data, tok):
-    from mlora_core.tasks import collate
+    from mlora_core.data.tokenize import collate
     batch = collate(data.input_ids, data.labels, tok.pad_token_id)
     return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
 
@@ -133,7 +134,8 @@ def test_multiple_choice_once_per_question_equals_a_sequence_per_choice(trained)
     against "reference" (prompt + choice per choice, logits everywhere), and the eval loss taken
     from the same forward against eval_loss, on 6 ARC-Easy questions (tests/core/test_evaluate_mc.py
     has the edge cases on a tiny model)."""
-    from mlora_core.evaluate import choice_scores, eval_loss
+    from mlora_core.scoring.choice import choice_scores
+    from mlora_core.scoring.loss import eval_loss
 
     model, tok, _, _, _ = trained
     examples = load_examples(TaskConfig("arc_easy", source="offline", split="test", n=6))
@@ -177,7 +179,7 @@ def test_registered_pyfunc_references_the_package_and_generates(trained, tmp_pat
     base is named by id + package sha256, not copied; the served model generates what ours does."""
     import mlflow
 
-    from mlora_core.evaluate import generate
+    from mlora_core.scoring.generate import generate
     from orchestrator.registry import log_adapter_model
 
     model, tok, _, _, _ = trained

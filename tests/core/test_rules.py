@@ -1,4 +1,5 @@
-"""Rank-k inference rules (layer.py): truncate, prefix and svd, on hand-set factors with exact answers."""
+"""Rank-k inference rules (methods.RULES, served by layer.py): truncate, prefix and svd on hand-set factors
+with exact answers, and what every registered rule must keep (forward = merge = export = function rows)."""
 import math
 
 import pytest
@@ -6,7 +7,9 @@ import torch
 from torch import nn
 
 import mlora_core as mc
+from mlora_core.functions import function_key, function_rows
 from mlora_core.layer import AdapterLayer, svd_factors
+from mlora_core.methods import RULES, SVD
 
 from .helpers import tiny_model
 
@@ -85,16 +88,16 @@ def test_each_rule_computes_its_formula(method):
 
 def test_svd_cache_follows_the_weights():
     layer = hand_layer()
-    a1, _ = layer._svd_factors()
-    assert layer._svd_factors()[0] is a1       # cached
+    a1, _, _ = layer.basis(SVD)
+    assert layer.basis(SVD)[0] is a1           # cached
     with torch.no_grad():
         layer.lora_B.mul_(2.0)                 # a training step changes B in place
-    a2, b2 = layer._svd_factors()
+    a2, b2, _ = layer.basis(SVD)
     assert a2 is not a1
     torch.testing.assert_close(b2 @ a2, (layer.lora_B * layer.p) @ layer.lora_A, rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.parametrize("rule", ["truncate", "prefix", "svd"])
+@pytest.mark.parametrize("rule", list(RULES))
 def test_merge_under_each_rule_equals_serving_and_unmerge_restores(rule):
     model, targets = tiny_model("llama")
     mc.add_adapters(model, mc.AdapterConfig(method="matryoshka", rank=4, target_modules=targets))
@@ -116,7 +119,7 @@ def test_merge_under_each_rule_equals_serving_and_unmerge_restores(rule):
         mc.set_rank(model, 2, "best")
 
 
-@pytest.mark.parametrize("rule", ["truncate", "prefix", "svd"])
+@pytest.mark.parametrize("rule", list(RULES))
 def test_export_at_rank_k_under_each_rule_loads_in_peft_and_in_mlora(rule, tmp_path):
     from peft import PeftModel
 
@@ -158,9 +161,46 @@ def test_svd_of_a_bf16_base_is_computed_in_high_precision():
     layer = AdapterLayer(nn.Linear(64, 48).to(torch.bfloat16), mc.AdapterConfig(rank=8))
     assert layer.lora_A.dtype == torch.float32     # adapters stay fp32 on a bf16 base
     layer.lora_B.data.normal_()
-    a_s, b_s = layer._svd_factors()
+    a_s, b_s, _ = layer.basis(SVD)
     delta = (layer.lora_B.detach().double() * layer.p.double()) @ layer.lora_A.detach().double()
     sigma = torch.linalg.svdvals(delta)
     err = torch.linalg.matrix_norm(delta - (b_s[:, :3] @ a_s[:3]).double())
     assert float(err) == pytest.approx(float(sigma[3:].square().sum().sqrt()), rel=1e-5)
     assert math.isfinite(float(err))
+
+
+@pytest.mark.parametrize("method", ["matryoshka", "lora"])
+def test_function_rows_of_every_rule_compute_what_set_rank_serves(method):
+    """functions.function_rows: each (rank, rule) as a P row on its rule's basis, looked up by name in
+    every layer; equal function keys are the same function."""
+    model = mc.add_adapters(nn.Sequential(nn.Linear(6, 5, dtype=torch.float64), nn.Linear(5, 5, dtype=torch.float64)),
+                            mc.AdapterConfig(method=method, rank=4, scaling="rank", alpha=4.0, target_modules=["0", "1"]))
+    g = torch.Generator().manual_seed(2)
+    with torch.no_grad():      # two layers, each its own weights (layer 1's components in the reverse order
+        for layer in model:    # of size): one row must serve both
+            layer.lora_B.normal_(generator=g)
+        model[1].lora_B.mul_(torch.tensor([1e-3, 1e-2, 1.0, 10.0], dtype=torch.float64))
+    model.eval()
+    functions = [(k, rule) for k in (1, 2, 4) for rule in RULES]
+    x = torch.randn(1, 6, dtype=torch.float64)
+    served = {}
+    for k, rule in functions:
+        mc.set_rank(model, k, rule)
+        served[k, rule] = model(x)[0]
+    mc.set_rank(model, None)
+    groups = function_rows(model, functions)
+    assert {basis for basis, _, _ in groups} == {r.basis.name for r in RULES.values()}
+    for basis, idx, rows in groups:
+        mc.inject.set_function_rows(model, (basis, rows))
+        out = model(x.expand(len(idx), -1))
+        mc.inject.set_function_rows(model, None)
+        for j, i in enumerate(idx):
+            torch.testing.assert_close(out[j], served[functions[i]], rtol=1e-12, atol=1e-12)
+    keys = {f: function_key(model, *f) for f in functions}
+    for f in functions:
+        for g in functions:
+            if keys[f] == keys[g]:
+                torch.testing.assert_close(served[f], served[g], rtol=0, atol=0)
+    # at full rank every rule trained there is the trained update: one key; LoRA's truncate too
+    at_r = {keys[4, rule] for rule in RULES if RULES[rule].trained_at_full_rank or method == "lora"}
+    assert len(at_r) == 1 and keys[1, "svd"] != keys[1, "prefix"]

@@ -3,8 +3,10 @@ import json
 import pytest
 
 from mlora_core.builtin_model import build_tokenizer
+from mlora_core.data.tasks import TaskConfig, load_examples
+from mlora_core.data.tokenize import collate, tokenize
+from mlora_core.scoring.metrics import parse_final_number
 from mlora_core.synthetic import make_examples
-from mlora_core.tasks import TaskConfig, collate, load_examples, parse_final_number, tokenize
 
 
 @pytest.mark.parametrize("text,expected", [

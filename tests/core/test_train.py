@@ -7,11 +7,13 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import mlora_core as mc
 from mlora_core.builtin_model import build_tokenizer
+from mlora_core.checkpoint import latest_checkpoint
 from mlora_core.cost import flop_model
-from mlora_core.evaluate import evaluate_ranks
+from mlora_core.data.tasks import TaskConfig, load_examples
+from mlora_core.data.tokenize import collate, tokenize
 from mlora_core.io import load_tensors, read_json
-from mlora_core.tasks import TaskConfig, collate, load_examples, tokenize
-from mlora_core.train import Diverged, TrainConfig, latest_checkpoint
+from mlora_core.scoring.ranks import evaluate_ranks
+from mlora_core.train import Diverged, TrainConfig
 
 from .helpers import fit, tiny_llama
 
@@ -204,8 +206,8 @@ def test_lr_factor_exact_values():
 def test_multiple_choice_picks_the_likeliest_choice_and_counts_its_tokens(setup):
     """A 'model' whose next-token distribution is one fixed vector: a choice's score is the sum of
     its tokens' log-probabilities, so the choice made of the favoured token wins."""
-    from mlora_core.evaluate import multiple_choice
-    from mlora_core.tasks import Example
+    from mlora_core.data.example import Example
+    from mlora_core.scoring.choice import multiple_choice
 
     tok, _ = setup
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .services import mlflow_server, own_mlflow_server, postgres  # noqa: F401  (PostgreSQL + MLflow servers)
+from .services import mlflow_schema, mlflow_server, own_mlflow_server, postgres  # noqa: F401  (PostgreSQL + MLflow)
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -3,6 +3,9 @@ MLflow tracking server on it that proxies artifacts, both started by the test se
 
     postgres        initdb + pg_ctl in a fresh temp dir, on a free 127.0.0.1 port, run as the
                     `postgres` user when the session is root (the server refuses root)
+    mlflow_schema   once: a database holding MLflow's migrated schema (`mlflow db upgrade`), which
+                    every server's database is created from (CREATE DATABASE ... TEMPLATE), so no
+                    server start runs MLflow's ~50 schema migrations again
     mlflow_server   `mlflow server --backend-store-uri postgresql://... --artifacts-destination DIR`
                     in its own session (its workers die with it); yields its http:// URL
 
@@ -26,6 +29,7 @@ import pytest
 
 PG_USER = "postgres"   # the database superuser initdb creates (-U), and the OS user it runs as under root
 MLFLOW_DB = "mlflow"
+MLFLOW_SCHEMA_DB = "mlflow_schema"   # the template: MLflow's tables, no runs
 
 
 def free_port() -> int:
@@ -184,14 +188,14 @@ class MlflowServer:
     fixed 127.0.0.1 port: `kill()` SIGKILLs it (the fault tests) and `start()` brings it back on
     the same port and store, as an operator's restart would."""
 
-    def __init__(self, postgres: Postgres, db: str, home: Path):
-        postgres.psql(f"CREATE DATABASE {db}")
+    def __init__(self, postgres: Postgres, db: str, home: Path, schema: str | None = None):
+        postgres.psql(f"CREATE DATABASE {db}" + (f" TEMPLATE {schema}" if schema else ""))
         self.store, self.home, self.port = postgres.uri(db), home, free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> MlflowServer:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+        env = _mlflow_env()
         # no job runner (huey consumer): mlora uses no server-side jobs, and it is one more process on 2 cores
         env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
         log_path = self.home / "server.log"
@@ -224,10 +228,28 @@ class MlflowServer:
             _stop_group(self.proc)
 
 
+def _mlflow_env() -> dict:
+    return {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+
+
 @pytest.fixture(scope="session")
-def mlflow_server(postgres, tmp_path_factory):
+def mlflow_schema(postgres) -> str:
+    """A database with MLflow's schema, migrated once (`mlflow db upgrade`, what a server does on
+    an empty database: ~50 alembic revisions, several seconds of Python): its name, the template
+    of each server's database. Nothing connects to it afterwards (a template must be idle)."""
+    postgres.psql(f"CREATE DATABASE {MLFLOW_SCHEMA_DB}")
+    proc = subprocess.run([sys.executable, "-m", "mlflow", "db", "upgrade", postgres.uri(MLFLOW_SCHEMA_DB)],
+                          capture_output=True, text=True, timeout=300, env=_mlflow_env())
+    if proc.returncode != 0:
+        pytest.fail(f"mlflow db upgrade exited {proc.returncode}:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}",
+                    pytrace=False)
+    return MLFLOW_SCHEMA_DB
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(postgres, mlflow_schema, tmp_path_factory):
     """The session's tracking server (MlflowServer) on PostgreSQL. Yields http://127.0.0.1:PORT."""
-    server = MlflowServer(postgres, MLFLOW_DB, tmp_path_factory.mktemp("mlflow-server"))
+    server = MlflowServer(postgres, MLFLOW_DB, tmp_path_factory.mktemp("mlflow-server"), mlflow_schema)
     try:
         yield server.start().url
     finally:
@@ -235,9 +257,10 @@ def mlflow_server(postgres, tmp_path_factory):
 
 
 @pytest.fixture
-def own_mlflow_server(postgres, tmp_path):
+def own_mlflow_server(postgres, mlflow_schema, tmp_path):
     """A tracking server of the test's own (its own database), for tests that kill and restart it."""
-    server = MlflowServer(postgres, f"mlflow_{tmp_path.name.lower().replace('-', '_')[:40]}", tmp_path / "server")
+    server = MlflowServer(postgres, f"mlflow_{tmp_path.name.lower().replace('-', '_')[:40]}", tmp_path / "server",
+                          mlflow_schema)
     (tmp_path / "server").mkdir()
     try:
         yield server.start()

@@ -152,7 +152,7 @@ def test_a_union_key_answers_in_one_line_with_what_it_accepts(budgets, detail):
 def test_budgets_on_every_arm_reach_the_plan_the_steps_and_the_estimate():
     """A budget multiplies training.steps (rounded to a whole step) on any arm; each budget of an arm is
     an arm of its own (its id says x1.5), and the plan's LoRA grid is each rank at its least budget."""
-    from orchestrator.plan import estimate, grid_of, plan, run_config
+    from orchestrator.plan import estimate, lora_grid, plan, run_config
     exp = parse_experiment({**GOOD, "adapter": {"rank": 4, "eval_ranks": [1, 4]}, "training": {"steps": 101},
                             "arms": {"lora": {"budgets": [1, 1.5, 3]}, "dylora": {"budgets": [2]},
                                      "matryoshka": {"objectives": ["stratified"], "budgets": [0.5]}}})
@@ -160,7 +160,7 @@ def test_budgets_on_every_arm_reach_the_plan_the_steps_and_the_estimate():
     steps = {t.arm: run_config(exp, t).train.steps for t in trials}
     assert steps == {"matryoshka-stratified-diag-r4-x0.5": 50, "lora-r1": 101, "lora-r1-x1.5": 152, "lora-r1-x3": 303,
                      "lora-r4": 101, "lora-r4-x1.5": 152, "lora-r4-x3": 303, "dylora-r4-x2": 202}
-    assert [t.arm for t in grid_of(trials)] == ["lora-r1", "lora-r4"]
+    assert [t.arm for t in lora_grid(trials)] == ["lora-r1", "lora-r4"]
     est = {t.arm: e.train_flops for t, e in zip(trials, estimate(exp, trials))}
     assert est["lora-r4-x3"] == pytest.approx(3 * est["lora-r4"])
 

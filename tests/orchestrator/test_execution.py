@@ -6,7 +6,6 @@ TrainSession and TuneSession, so reporting, checkpoints and failures are checked
 """
 from __future__ import annotations
 
-import json
 import os
 import resource
 import shutil
@@ -15,8 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from mlora_core.run import RunConfig
 from orchestrator.cli import main
 from orchestrator.load import parse_experiment
+from orchestrator.messages import TrialOutcome, WorkerConfig
 from orchestrator.plan import plan, run_config
 from orchestrator.sweep import execution, trial_resources
 from orchestrator.worker import fresh_trial_state, worker_loop
@@ -48,10 +49,10 @@ def keep_threads():
     torch.set_num_threads(threads)
 
 
-def _cfg(tiny_model_dir, platypus_files, tmp_path, **overrides) -> dict:
+def _cfg(tiny_model_dir, platypus_files, tmp_path, **overrides) -> WorkerConfig:
     exp = parse_experiment(tiny_experiment(tiny_model_dir, platypus_files, tmp_path / "out",
                                            arms={"lora": {"ranks": [2]}}, **overrides))
-    return {"run_config": run_config(exp, plan(exp)[0]).to_dict(), "trial_dir": str(tmp_path / "trial")}
+    return WorkerConfig(run_config(exp, plan(exp)[0]), str(tmp_path / "trial"))
 
 
 @pytest.mark.parametrize("res, path, request_", [
@@ -77,9 +78,9 @@ def test_tune_execution_with_ddp_workers_is_a_one_line_error(tmp_path, capsys):
 def test_worker_loop_reports_checkpoints_and_a_final_payload(tiny_model_dir, platypus_files, tmp_path, keep_threads):
     cfg = _cfg(tiny_model_dir, platypus_files, tmp_path)
     session = RecordingSession(tmp_path)
-    payload = worker_loop(cfg, session)
+    outcome = worker_loop(cfg.to_dict(), session)   # as a Train worker gets it: plain data
 
-    trial = Path(cfg["trial_dir"])
+    trial = Path(cfg.trial_dir)
     assert (trial / "worker-0.pid").read_text() == str(os.getpid())
     # checkpoint_every 3 of 6 steps: two training checkpoints, then the final report
     (m3, c3), (m6, c6), (final, cf) = session.reports
@@ -87,11 +88,11 @@ def test_worker_loop_reports_checkpoints_and_a_final_payload(tiny_model_dir, pla
     assert sorted(p.name for p in c3.iterdir()) == ["adapter.safetensors", "optimizer.safetensors",
                                                     "trainer_state.json"]
     assert final["final"] == 1 and "failed" not in final
-    assert final["aurac"] == payload["metrics"]["aurac"] == payload["curve"]["aurac"]
-    assert json.loads((cf / "final.json").read_text()) == payload
+    assert final["aurac"] == outcome.progress["aurac"] == outcome.result["curve"]["aurac"]
+    assert TrialOutcome.from_json((cf / "final.json").read_text()) == outcome
     assert (cf / "trainer_state.json").is_file()  # a restart from the final checkpoint trains no further
     assert (cf / "adapter" / "adapter_model.safetensors").is_file()
-    assert payload["adapter_path"] == str(trial / "adapter") and len(payload["losses"]) == 6
+    assert outcome.adapter_path == str(trial / "adapter") and len(outcome.result["losses"]) == 6
 
 
 def test_worker_loop_resumes_from_the_checkpoint_its_session_hands_back(tiny_model_dir, platypus_files, tmp_path,
@@ -103,20 +104,20 @@ def test_worker_loop_resumes_from_the_checkpoint_its_session_hands_back(tiny_mod
     step3 = whole.reports[0][1]  # the checkpoint at step 3, as Ray would hand it back to a retry
     resumed = worker_loop(_cfg(tiny_model_dir, platypus_files, tmp_path / "b"),
                           RecordingSession(tmp_path, checkpoint=Checkpoint.from_directory(str(step3))))
-    assert resumed["resumed_from_step"] == 3
-    assert resumed["losses"] == full["losses"]  # resume is exact (mlora_core.train)
-    assert resumed["curve"]["accuracy"] == full["curve"]["accuracy"]
+    assert resumed.result["resumed_from_step"] == 3
+    assert resumed.result["losses"] == full.result["losses"]  # resume is exact (mlora_core.train)
+    assert resumed.result["curve"]["accuracy"] == full.result["curve"]["accuracy"]
 
 
 def test_worker_loop_reports_a_non_retriable_failure_instead_of_raising(tiny_model_dir, platypus_files, tmp_path,
                                                                         keep_threads):
     cfg = _cfg(tiny_model_dir, platypus_files, tmp_path, adapter={"rank": 4, "target_modules": ["no_such_proj"]})
     session = RecordingSession(tmp_path)
-    payload = worker_loop(cfg, session)
-    assert set(payload) == {"error"} and "no_such_proj" in payload["error"]
+    outcome = worker_loop(cfg, session)
+    assert not outcome.ok and outcome.result is None and "no_such_proj" in outcome.error
     ((final, kept),) = session.reports
     assert final == {"final": 1, "failed": 1}  # finish_sweep counts it; Tune sees a trial that ended
-    assert json.loads((kept / "final.json").read_text()) == payload
+    assert TrialOutcome.from_json((kept / "final.json").read_text()) == outcome
 
 
 def test_fresh_trial_state_resets_the_process_peak_memory():
@@ -127,5 +128,5 @@ def test_fresh_trial_state_resets_the_process_peak_memory():
     block[::4096] = b"x" * len(block[::4096])  # touch every page
     del block
     high = peak_mb()
-    fresh_trial_state({"run_config": {"train": {}}})
+    fresh_trial_state(WorkerConfig(RunConfig(), "unused"))
     assert peak_mb() < high - 200

@@ -9,6 +9,7 @@ import time
 import pytest
 
 from orchestrator import tracking
+from orchestrator.messages import TrialOutcome
 
 from .conftest import cli_env, runs_by_trial, sweep_log_tail, tiny_experiment, write_yaml
 
@@ -21,7 +22,7 @@ def _history(uri: str, run_id: str, key: str) -> list[int]:
 
 def test_live_metrics_batch_in_the_background_and_a_resumed_run_logs_no_step_twice(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    _, parent = tracking.start_sweep_run(uri, "live", "sweep", {}, {})
+    _, parent = tracking.start_sweep_run(tracking.SweepRun(uri, "live", "sweep"))
     run_id = tracking.client(uri).create_run(tracking.client(uri).get_run(parent).info.experiment_id).info.run_id
     live = tracking.LiveMetrics(uri, run_id, every=20, seconds=60)
     for step in range(1, 121):
@@ -40,8 +41,8 @@ def test_live_metrics_batch_in_the_background_and_a_resumed_run_logs_no_step_twi
     again.close()
     assert _history(uri, run_id, "train_loss") == list(range(1, 151))
     # the final log fills only what the run lacks
-    tracking.log_trial_result(uri, run_id, {"losses": [1 / s for s in range(1, 161)], "curve": {
-        "ranks": [1], "accuracy": [0.5], "eval_loss": [1.0], "aurac": 0.5, "aurac_log2": 0.5}, "cost": {}}, None)
+    tracking.log_trial_result(uri, run_id, TrialOutcome({"losses": [1 / s for s in range(1, 161)], "curve": {
+        "ranks": [1], "accuracy": [0.5], "eval_loss": [1.0], "aurac": 0.5, "aurac_log2": 0.5}, "cost": {}}), None)
     assert _history(uri, run_id, "train_loss") == list(range(1, 161))
 
 

@@ -60,7 +60,7 @@ def test_missing_model_package_is_one_line_naming_make_real(tmp_path, capsys, mo
 
 def test_missing_data_package_is_one_line_naming_make_real(tmp_path, capsys, monkeypatch):
     from mlora_core import offline_data
-    from mlora_core.tasks import TaskConfig, load_examples
+    from mlora_core.data.tasks import TaskConfig, load_examples
 
     monkeypatch.setattr(offline_data, "PACKAGE", NOT_INSTALLED)
     cfg = tmp_path / "exp.yaml"

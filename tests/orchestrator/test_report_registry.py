@@ -8,7 +8,7 @@ import re
 import pytest
 
 from mlora_core import adapter_layers, load_adapter, set_rank
-from mlora_core.evaluate import generate
+from mlora_core.scoring.generate import generate
 from orchestrator import tracking
 from orchestrator.record import load_sweep
 

@@ -6,6 +6,7 @@ import pytest
 
 from orchestrator import tracking
 from orchestrator.load import parse_experiment
+from orchestrator.messages import SweepRef, TrialContext
 from orchestrator.plan import plan, run_config, search_groups, trial_params
 from orchestrator.search import METRIC, SweepSearcher
 
@@ -18,7 +19,8 @@ def experiment(**search):
 
 
 def searcher(exp, ctx=None):
-    return SweepSearcher(plan(exp), search_groups(exp), ctx or {}, exp.eval.rules[0])
+    return SweepSearcher(plan(exp), search_groups(exp), ctx or TrialContext(exp, "out", SweepRef(), "", "out/ray"),
+                         exp.eval.rules[0])
 
 
 def test_grid_first_then_samples_on_the_first_seed_then_the_best_on_the_others():
@@ -92,8 +94,8 @@ def test_the_sampler_seed_makes_the_search_reproducible():
 def test_restore_adopts_the_runs_mlflow_has_and_the_checkpoint_does_not(tmp_path):
     exp = experiment(num_samples=4)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    exp_id, parent = tracking.start_sweep_run(uri, "s", "sweep", {}, {})
-    ctx = {"tracking_uri": uri, "parent_run_id": parent}
+    exp_id, parent = tracking.start_sweep_run(tracking.SweepRun(uri, "s", "sweep"))
+    ctx = TrialContext(exp, str(tmp_path), SweepRef(uri, parent), exp_id, str(tmp_path / "ray"))
     s = searcher(exp, ctx)
     for i in range(3):
         s.suggest(f"g{i}")
@@ -105,7 +107,7 @@ def test_restore_adopts_the_runs_mlflow_has_and_the_checkpoint_does_not(tmp_path
     # in MLflow: sample 1 finished (with its validation score), sample 2 still RUNNING
     for spec, finished in ((later[0], True), (later[1], False)):
         t = group.sample(spec["sample"], spec["lr"])
-        run_id = tracking.trial_run(uri, exp_id, parent, t, trial_params(exp, t, run_config(exp, t)), {})
+        run_id = tracking.trial_run(ctx, t, trial_params(exp, t, run_config(exp, t)), {})
         if finished:
             tracking.client(uri).log_metric(run_id, f"val_acc_{exp.eval.rules[0]}_rank_4", 0.8)
             tracking.client(uri).set_terminated(run_id, "FINISHED")

@@ -12,6 +12,7 @@ import time
 import pytest
 
 from orchestrator import tracking
+from orchestrator.messages import SweepRef
 
 from .conftest import ROOT, cli_env, mlora, sweep_log_tail, tiny_experiment, write_yaml
 
@@ -26,7 +27,7 @@ def _sweep(cfg, *args, **env):
 
 def _trials(uri: str, out) -> list:
     state = json.loads((out / "sweep.json").read_text())
-    return tracking.read_trials(uri, state["parent_run_id"])
+    return tracking.read_trials(SweepRef(uri, state["parent_run_id"]))
 
 
 def _wait(what, timeout: float, proc=None):

@@ -141,5 +141,6 @@ def test_sqlite_and_server_give_the_same_sweep_result(server_sweep, config, mlfl
     assert deterministic(local.recommended) == deterministic(remote.recommended) is not None
     assert (local.envelope, local.envelope_aurac, local.envelope_aurac_log2) == \
         (remote.envelope, remote.envelope_aurac, remote.envelope_aurac_log2)
-    untimed = lambda e: {k: v for k, v in e.items() if k not in ("device_hours", "cost_share")}  # noqa: E731
+    untimed = lambda e: {k: v for k, v in dataclasses.asdict(e).items()  # noqa: E731
+                         if k not in ("device_hours", "cost_share")}
     assert [untimed(e) for e in local.one_run] == [untimed(e) for e in remote.one_run]
