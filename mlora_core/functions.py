@@ -29,6 +29,19 @@ def function_key(model: nn.Module, rank: int, rule: str) -> tuple:
     return basis.name, rank, scales
 
 
+def distinct_functions(model: nn.Module, ranks, rules) -> tuple[dict[tuple, tuple[int, str]], dict[str, list[tuple]]]:
+    """({function key: the first (rank, rule) giving it}, {rule: its key at each rank}): what scoring
+    evaluates once per distinct function (two rules computing the same function share it)."""
+    functions: dict[tuple, tuple[int, str]] = {}
+    keys: dict[str, list[tuple]] = {rule: [] for rule in rules}
+    for k in ranks:
+        for rule in rules:
+            key = function_key(model, k, rule)
+            functions.setdefault(key, (k, rule))
+            keys[rule].append(key)
+    return functions, keys
+
+
 def function_rows(model: nn.Module, functions: list[tuple[int, str]]) -> list[tuple[str, list[int], torch.Tensor]]:
     """The (rank, rule) functions as P rows on the bases they share: [(basis name, indices into
     `functions`, (n, r) rows)], bases in order of first use."""
@@ -44,4 +57,4 @@ def function_rows(model: nn.Module, functions: list[tuple[int, str]]) -> list[tu
     return [(name, idx, torch.stack(rows)) for name, (idx, rows) in groups.items()]
 
 
-__all__ = ["function_key", "function_rows"]
+__all__ = ["distinct_functions", "function_key", "function_rows"]

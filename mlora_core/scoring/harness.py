@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 from ..data.tokenize import CHAT_DATE, uses_chat_template
-from ..functions import function_key
+from ..functions import distinct_functions
 from ..inject import set_rank
 from .ranks import RankCurve
 
@@ -256,13 +256,7 @@ def evaluate_harness(model, tokenizer, config: HarnessConfig, ranks, *, rules=("
     """({curve name: {rule: RankCurve}}, [(rank, tokens) per distinct function], seconds), the primary
     curve first. Every distinct (rank, rule) is one simple_evaluate call. Leaves the model at rank None."""
     t0 = time.perf_counter()
-    functions: dict[tuple, tuple[int, str]] = {}
-    keys: dict[str, list[tuple]] = {rule: [] for rule in rules}
-    for k in ranks:
-        for rule in rules:
-            key = function_key(model, k, rule)
-            functions.setdefault(key, (k, rule))
-            keys[rule].append(key)
+    functions, keys = distinct_functions(model, ranks, rules)
     model.eval()
     lm = harness_lm(model, tokenizer, config)
     scores, evaluations = {}, []

@@ -17,7 +17,7 @@ import torch
 
 from ..aurac import aurac
 from ..data.example import Example
-from ..functions import function_key, function_rows
+from ..functions import distinct_functions, function_rows
 from ..inject import set_rank
 from ..train import world
 from .batching import sum_across_workers
@@ -68,13 +68,7 @@ def evaluate_ranks(model, tokenizer, examples: list[Example], ranks, metric: Met
     scoring = Scoring(metric, batch_size, max_new_tokens, max_length)
     worker, world_size = world()
     shard = examples[worker::world_size]
-    functions: dict[tuple, tuple[int, str]] = {}   # what the model computes -> the first (rank, rule) giving it
-    keys: dict[str, list[tuple]] = {rule: [] for rule in rules}
-    for k in ranks:
-        for rule in rules:
-            key = function_key(model, k, rule)
-            functions.setdefault(key, (k, rule))
-            keys[rule].append(key)
+    functions, keys = distinct_functions(model, ranks, rules)
     evaluations, t0 = [], time.perf_counter()
     model.eval()
     set_rank(model, None)
