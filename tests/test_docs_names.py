@@ -19,18 +19,15 @@ import ast
 import importlib
 import inspect
 import re
-import typing
 from functools import cache
 from pathlib import Path
-
-from pydantic import BaseModel
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 PACKAGES = ("mlora_core", "orchestrator")
 CODE_DIRS = (*PACKAGES, "tests", "benchmarks", "scripts")
 OUR_DIRS = {*CODE_DIRS, "experiments", "docs", ".ci"}
-ALIASES = {"mc": "mlora_core"}   # README's `import mlora_core as mc`
+ALIASES = {"mc": "mlora_core"}   # the adapter API's `import mlora_core as mc` (docs/usage.md)
 WRITTEN = {"config.yaml"}        # files a run writes (the trial's resolved config artifact), not ours
 # environment variables and names of the libraries we run on, which the docs explain
 THEIRS = re.compile(r"^(MLFLOW|RAY|HF|TRANSFORMERS|TOKENIZERS|CUDA|PYTHON|OMP|TORCH)_")
@@ -42,7 +39,7 @@ THIRD_PARTY = {"AutoTokenizer", "Conv1D", "DatasetManager", "DynamicCache", "Flo
 
 def cited() -> list[tuple[str, int, str]]:
     """(doc, line, span) for every backticked span outside fenced blocks, and every `mc.name` /
-    `mlora_core.name` a ```python block calls (README's adapter API)."""
+    `mlora_core.name` a ```python block calls (the adapter API, docs/usage.md)."""
     out = []
     for doc in DOCS:
         fence = None
@@ -123,15 +120,8 @@ def top_level() -> dict[str, list[str]]:
 def schema_keys() -> set[str]:
     from orchestrator.config import Experiment
 
-    def walk(model: type[BaseModel], prefix: str = "") -> list[str]:
-        keys = []
-        for name, field in model.model_fields.items():
-            keys.append(prefix + name)
-            for sub in (field.annotation, *typing.get_args(field.annotation)):
-                if isinstance(sub, type) and issubclass(sub, BaseModel):
-                    keys += walk(sub, f"{prefix}{name}.")
-        return keys
-    return set(walk(Experiment))
+    from .orchestrator.test_docs import _keys  # the walk over the schema that test_docs checks the doc with
+    return set(_keys(Experiment))
 
 
 def _has(obj, attr: str) -> bool:
@@ -246,15 +236,15 @@ def test_the_checker_tells_our_names_from_the_rest():
         assert problem(fine) is None, fine
 
 
-def test_readme_layout_lists_every_module_of_both_packages():
-    """README's Layout row of each package names each of its modules and subpackages."""
-    rows = {m.group(1): m.group(2) for m in re.finditer(r"^\| `(\w+)/` \| (.*)$", (ROOT / "README.md").read_text(), re.M)}
+def test_the_layout_lists_every_module_of_both_packages():
+    """The Layout row (docs/usage.md) of each package names each of its modules and subpackages."""
+    rows = {m.group(1): m.group(2) for m in re.finditer(r"^\| `(\w+)/` \| (.*)$", (ROOT / "docs" / "usage.md").read_text(), re.M)}
     for pkg in PACKAGES:
         names = set(re.findall(r"`([\w/]+\.py|\w+/)`", rows.get(pkg, "")))
         have = {p.name for p in (ROOT / pkg).glob("*.py") if p.name != "__init__.py"} | \
                {f"{p.name}/" for p in (ROOT / pkg).iterdir() if (p / "__init__.py").is_file()}
-        assert not have - names, f"README's Layout lacks, under {pkg}/: {sorted(have - names)}"
-        assert not names - have, f"README's Layout names, under {pkg}/, what is not there: {sorted(names - have)}"
+        assert not have - names, f"docs/usage.md's Layout lacks, under {pkg}/: {sorted(have - names)}"
+        assert not names - have, f"docs/usage.md's Layout names, under {pkg}/, what is not there: {sorted(names - have)}"
 
 
 def test_every_name_a_doc_cites_exists():
