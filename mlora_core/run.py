@@ -18,6 +18,7 @@ from .config import AdapterConfig
 from .cost import Cost, flop_model, peak_memory_mb
 from .data.tasks import TaskConfig, load_examples
 from .data.token_cache import training_tokens
+from .data.tokenize import TokenizedData
 from .export import save_adapter
 from .inject import adapter_summary, add_adapters
 from .io import write_json
@@ -111,6 +112,31 @@ def _evaluate(model, tokenizer, config: RunConfig, val_examples, eval_examples, 
     return val_curves, next(iter(named.values())), evaluations + test_evaluations, val_seconds + test_seconds, extra
 
 
+def _training_data(config: RunConfig, tokenizer, log) -> TokenizedData:
+    """The tokenized training set (built or reused, token_cache.py), less the examples that
+    truncation left without a trained token; the cut ones are counted in the log."""
+    data, n_train = training_tokens(config.train_task, tokenizer, config.model, config.train.max_length,
+                                    config.cache_dir, log=log)
+    data, unanswered = data.answered()
+    if not data.input_ids:
+        raise ValueError(f"training data: no answer token left after truncation at max_length="
+                         f"{config.train.max_length}; raise training.max_length")
+    if data.truncated:
+        log(f"warning: {data.truncated}/{n_train} training examples cut at "
+            f"max_length={config.train.max_length}" + (f"; {unanswered} of them lost every answer token and are "
+                                                         "left out of training" if unanswered else ""))
+    return data
+
+
+def _cost(config: RunConfig, model, result, evaluations: list[tuple[int, int]], eval_seconds: float) -> Cost:
+    """The run's tokens, FLOPs (formula, cost.py), seconds and price, every DDP worker counted."""
+    _, world_size = world()
+    return Cost(train_tokens=result.train_tokens, eval_tokens=sum(n for _, n in evaluations) * world_size,
+                train_flops=result.train_flops, eval_flops=flop_model(model).eval_flops(evaluations) * world_size,
+                train_seconds=result.seconds, eval_seconds=eval_seconds, devices=world_size * config.devices_per_worker,
+                device_name=config.device_name, price_per_device_hour=config.price_per_device_hour)
+
+
 def run(config: RunConfig, output_dir: str | Path, *, callback: Callable[[dict], None] | None = None,
         on_checkpoint: Callable[[Path | None, dict], None] | None = None,
         resume_from: str | Path | None = None, log: Callable[[str], None] = print) -> RunResult:
@@ -126,18 +152,9 @@ def run(config: RunConfig, output_dir: str | Path, *, callback: Callable[[dict],
     template = config.train_task.chat_template or config.eval_task.chat_template
     if template:   # a task's own chat template (messages on a model without one): the whole run uses it
         tokenizer.chat_template = template
-    data, n_train = training_tokens(config.train_task, tokenizer, config.model, config.train.max_length,
-                                    config.cache_dir, log=quiet)
+    data = _training_data(config, tokenizer, quiet)
     eval_examples = load_examples(config.eval_task) if config.eval_harness is None else []
     val_examples = load_examples(config.val_task) if config.val_task else []
-    data, unanswered = data.answered()
-    if not data.input_ids:
-        raise ValueError(f"training data: no answer token left after truncation at max_length="
-                         f"{config.train.max_length}; raise training.max_length")
-    if data.truncated:
-        quiet(f"warning: {data.truncated}/{n_train} training examples cut at "
-              f"max_length={config.train.max_length}" + (f"; {unanswered} of them lost every answer token and are "
-                                                           "left out of training" if unanswered else ""))
     # A's initial values come from torch's global RNG: seed it here, or they depend on whatever
     # loading consumed before (measured: two runs of one config drifted apart from step 1 and
     # LoRA-16's exact match spread 0.47-0.80); the same seed on every DDP worker, too
@@ -159,10 +176,7 @@ def run(config: RunConfig, output_dir: str | Path, *, callback: Callable[[dict],
                    checkpoint_dir=ckpt_dir, resume_from=resume_from, hooks=hooks)
     val_curves, curves, evaluations, eval_seconds, eval_extra = _evaluate(model, tokenizer, config, val_examples,
                                                                           eval_examples, device, quiet)
-    cost = Cost(train_tokens=result.train_tokens, eval_tokens=sum(n for _, n in evaluations) * world_size,
-                train_flops=result.train_flops, eval_flops=flop_model(model).eval_flops(evaluations) * world_size,
-                train_seconds=result.seconds, eval_seconds=eval_seconds, devices=world_size * config.devices_per_worker,
-                device_name=config.device_name, price_per_device_hour=config.price_per_device_hour)
+    cost = _cost(config, model, result, evaluations, eval_seconds)
     adapter_path = None
     if worker == 0:
         adapter_path = str(save_adapter(model, output_dir / "adapter", base_model_name_or_path=config.model))

@@ -287,14 +287,18 @@ def train(model, adapter: AdapterConfig, data: TokenizedData, config: TrainConfi
                 hooks.checkpoint(path, metrics)
     if bar is not None:
         bar.close()
+    seconds = before + time.perf_counter() - t0
+    _release(model, loop)
+    return TrainResult(total, losses, tokens, flops, seconds, data.truncated, start)
+
+
+def _release(model, loop: _Loop) -> None:
+    """After the last step: the layers without per-example P rows, the model in eval mode, and DDP's
+    reducer freed. It sits in reference cycles: free it now, while its process group lives, not at
+    some later collection (or interpreter exit, where gloo's teardown can abort the process)."""
     if loop.p_rows is not None:
         set_example_p(model, None)
     model.eval()
-    seconds = before + time.perf_counter() - t0
     if loop.world_size > 1:
-        # DDP's reducer sits in reference cycles: free it now, while its process group lives, not
-        # at some later collection (or interpreter exit, where gloo's teardown can abort the process)
         loop.forward = None
-        del loop
         gc.collect()
-    return TrainResult(total, losses, tokens, flops, seconds, data.truncated, start)
