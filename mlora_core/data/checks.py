@@ -36,7 +36,7 @@ def data_problems(task: TaskConfig, seeds: tuple[int, ...] = (0,)) -> list[str]:
         return [f"{where}: no rows"]
     spec = task.resolved()
     columns = table.column_names
-    missing = [c for c in spec.fmt.required(spec) if c not in columns]
+    missing = spec.fmt.missing(spec, columns)
     if missing:
         return [f"{where}: no column {', '.join(missing)} (its columns: {', '.join(columns)})"]
     for c in spec.fmt.required(spec):

@@ -54,6 +54,10 @@ class Format:
         """role -> column(s), the user's `columns:` over this format's defaults."""
         return {**self.defaults, **(spec.columns or {})}
 
+    def missing(self, spec, columns) -> list[str]:
+        """The required columns (below) that `columns` (a table's, a row's keys) lacks, in their order."""
+        return [c for c in self.required(spec) if c not in columns]
+
     def required(self, spec) -> list[str]:
         """Every column a row must have: the roles' columns (alpaca's input and an unmapped answer
         are optional; the prompt column is read only without a template) and the template's fields."""

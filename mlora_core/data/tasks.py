@@ -276,13 +276,13 @@ def load_examples(t: TaskConfig) -> list[Example]:
         return build_examples(t, _generated(t, task))
     if t.streaming:
         rows = streamed_rows(t)
-        missing = sorted({c for c in task.fmt.required(task) for r in rows[:1] if c not in r})
+        missing = task.fmt.missing(task, rows[0]) if rows else []
         if missing:
             raise ValueError(f"task {t.path or t.dataset}: rows lack fields {missing} (have {sorted(rows[0])})")
         return build_examples(t, rows)
     from .sources import rows_at
     table = table_of(t)
-    missing = [c for c in task.fmt.required(task) if c not in table.column_names]
+    missing = task.fmt.missing(task, table.column_names)
     if missing:
         raise ValueError(f"task {t.name or t.path or t.dataset}: rows lack fields {missing} "
                          f"(have {sorted(table.column_names)})")
