@@ -58,13 +58,12 @@ class Scoring:
     max_length: int = 256
 
 
-def evaluate_ranks(model, tokenizer, examples: list[Example], ranks, metric: MetricConfig | str, *,
+def evaluate_ranks(model, tokenizer, examples: list[Example], ranks, metric: MetricConfig, *,
                    rules=("truncate",), batch_size: int = 64, max_new_tokens: int = 16, max_length: int = 256,
                    device="cpu", log=print, name: str = "eval"
                    ) -> tuple[dict[str, RankCurve], list[tuple[int, int]], float]:
-    """({rule: curve}, [(rank, eval tokens on this worker) per distinct function], seconds). `metric`:
-    a MetricConfig, or a metric's name with its default settings. Leaves the model at rank None."""
-    metric = _metric(metric)
+    """({rule: curve}, [(rank, eval tokens on this worker) per distinct function], seconds) under
+    `metric` (a task's: TaskConfig.resolved().metric). Leaves the model at rank None."""
     scoring = Scoring(metric, batch_size, max_new_tokens, max_length)
     worker, world_size = world()
     shard = examples[worker::world_size]
@@ -82,12 +81,6 @@ def evaluate_ranks(model, tokenizer, examples: list[Example], ranks, metric: Met
                               metric.name, len(examples))
               for rule, ks in keys.items()}
     return curves, evaluations, time.perf_counter() - t0
-
-
-def _metric(metric: MetricConfig | str) -> MetricConfig:
-    if isinstance(metric, MetricConfig):
-        return metric
-    return MetricConfig(metric, extract="final_number") if metric == "exact_match" else MetricConfig(metric)
 
 
 def _accuracy(hits: float, n: float, loss: float, metric: MetricConfig) -> float:

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import mlora_core as mc
-from mlora_core.data.tasks import TaskConfig, load_examples
+from mlora_core.data.tasks import TASKS, TaskConfig, load_examples
 from mlora_core.functions import function_rows
 from mlora_core.scoring.generate import generate, generate_each
 from mlora_core.scoring.loss import eval_loss, loss_terms
@@ -82,7 +82,7 @@ def test_all_functions_give_the_eval_loss_of_one_at_a_time(model, tok, examples)
 
 
 def test_evaluate_ranks_gives_the_curves_of_one_function_at_a_time(model, tok, examples):
-    curves, evaluations, _ = evaluate_ranks(model, tok, examples, (1, 2, 4), "exact_match", rules=RULES,
+    curves, evaluations, _ = evaluate_ranks(model, tok, examples, (1, 2, 4), TASKS["synthetic"].metric, rules=RULES,
                                             batch_size=8, max_new_tokens=6, max_length=64, log=lambda *_: None)
     for rule in RULES:
         for i, k in enumerate((1, 2, 4)):

@@ -14,6 +14,7 @@ from mlora_core.data.tasks import TaskConfig, load_examples
 from mlora_core.data.tokenize import tokenize
 from mlora_core.scoring.choice import choice_scores, multiple_choice, multiple_choice_reference, packable
 from mlora_core.scoring.loss import eval_loss
+from mlora_core.scoring.metrics import MetricConfig
 from mlora_core.scoring.ranks import evaluate_ranks
 
 from .helpers import tiny_llama
@@ -104,7 +105,7 @@ def test_evaluate_ranks_gives_the_reference_curves_from_one_forward_a_rank(tok, 
     examples, _, _ = arc
     model = adapted(tok)
     rules = ("truncate", "svd")
-    curves, evaluations, _ = evaluate_ranks(model, tok, examples, (1, 2, 4), "multiple_choice", rules=rules,
+    curves, evaluations, _ = evaluate_ranks(model, tok, examples, (1, 2, 4), MetricConfig("multiple_choice"), rules=rules,
                                             batch_size=4, max_length=70, log=lambda *_: None)
     for rule in rules:
         for i, k in enumerate((1, 2, 4)):

@@ -9,7 +9,7 @@ import mlora_core as mc
 from mlora_core.builtin_model import build_tokenizer
 from mlora_core.checkpoint import latest_checkpoint
 from mlora_core.cost import flop_model
-from mlora_core.data.tasks import TaskConfig, load_examples
+from mlora_core.data.tasks import TASKS, TaskConfig, load_examples
 from mlora_core.data.tokenize import collate, tokenize
 from mlora_core.io import load_tensors, read_json
 from mlora_core.scoring.ranks import evaluate_ranks
@@ -129,7 +129,7 @@ def test_evaluate_every_rank_gives_curve(setup):
     tok, _ = setup
     model = adapted(tok)
     exs = load_examples(TaskConfig("synthetic", split="test", n=12))
-    curves, evaluations, _ = evaluate_ranks(model, tok, exs, (1, 2, 4), "exact_match", batch_size=5,
+    curves, evaluations, _ = evaluate_ranks(model, tok, exs, (1, 2, 4), TASKS["synthetic"].metric, batch_size=5,
                                             max_new_tokens=4, log=lambda *_: None)
     (curve,) = curves.values()
     assert curve.ranks == (1, 2, 4) and len(curve.accuracy) == 3 and all(0 <= a <= 1 for a in curve.accuracy)
@@ -144,8 +144,9 @@ def test_evaluate_scores_each_rule_and_each_distinct_function_once(setup):
     for _, layer in mc.adapter_layers(model):
         layer.lora_B.data.normal_(std=0.3)
     exs = load_examples(TaskConfig("synthetic", split="test", n=6))
-    curves, evaluations, _ = evaluate_ranks(model, tok, exs, (1, 4), "exact_match", rules=("truncate", "prefix", "svd"),
-                                            batch_size=6, max_new_tokens=3, log=lambda *_: None)
+    curves, evaluations, _ = evaluate_ranks(model, tok, exs, (1, 4), TASKS["synthetic"].metric,
+                                            rules=("truncate", "prefix", "svd"), batch_size=6, max_new_tokens=3,
+                                            log=lambda *_: None)
     assert list(curves) == ["truncate", "prefix", "svd"]
     # rank 1: three different functions; rank 4: truncate (s(4)) differs from the trained update,
     # which prefix and svd both are at full rank: 3 + 2 evaluations, not 6
@@ -153,7 +154,7 @@ def test_evaluate_scores_each_rule_and_each_distinct_function_once(setup):
     assert curves["prefix"].eval_loss[1] == curves["svd"].eval_loss[1]
     assert curves["truncate"].eval_loss[1] != curves["prefix"].eval_loss[1]
     lora = adapted(tok, method="lora", rank=4)
-    _, evaluations, _ = evaluate_ranks(lora, tok, exs, (4,), "exact_match", rules=("truncate", "prefix", "svd"),
+    _, evaluations, _ = evaluate_ranks(lora, tok, exs, (4,), TASKS["synthetic"].metric, rules=("truncate", "prefix", "svd"),
                                        batch_size=6, max_new_tokens=3, log=lambda *_: None)
     assert evaluations[0][0] == 4 and len(evaluations) == 1  # every rule is s(r) A B at full rank
 
